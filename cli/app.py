@@ -1,0 +1,118 @@
+"""The root command: global options, the shadowing guard, and main()."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .state import State
+
+HELP = """Run an application's recurring maintenance jobs safely from cron or Kubernetes.
+
+Each job checks the tracking table, takes a lock, works in bounded transactions,
+records its outcome and exits: 0 ran or skipped, 1 failed, 2 usage, 75 database
+unreachable, 78 bad configuration, 130/143 interrupted.
+"""
+
+
+class LogFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+def _shadowing_problem() -> str | None:
+    """Another top-level `jobs` package (PYTHONPATH, a project's own) would replace ours silently."""
+    from importlib.util import find_spec
+
+    spec = find_spec("jobs")
+    here = Path(__file__).resolve().parent.parent
+    if spec is None or spec.origin is None or Path(spec.origin).resolve().parent.parent != here:
+        return "another package named 'jobs' shadows cronwarden's; check PYTHONPATH and the current directory"
+    return None
+
+
+def build(specs: tuple, plugins_loaded: bool) -> typer.Typer:
+    from . import db_commands, job_commands, ops_commands
+
+    app = typer.Typer(
+        name="cronwarden",
+        help=HELP,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    )
+
+    @app.callback()
+    def root(
+        ctx: typer.Context,
+        config: Annotated[Optional[str], typer.Option("--config", metavar="PATH",
+                                                      help="TOML config (else $CRONWARDEN_CONFIG, ./cronwarden.toml).")] = None,
+        database_url: Annotated[Optional[str], typer.Option("--database-url", metavar="URL",
+                                                            help="Overrides the config and $CRONWARDEN_DATABASE_URL.")] = None,
+        log_format: Annotated[LogFormat, typer.Option("--log-format", help="Log lines on stderr.")] = LogFormat.text,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success (cron mails only failures).")] = False,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging, tracebacks of failures.")] = False,
+    ) -> None:
+        from . import logs
+
+        state = State(specs, plugins_loaded, config, database_url, log_format.value, quiet, verbose)
+        ctx.obj = state
+        logs.setup(state.log_format, state.log_level())
+
+    job_commands.register(app, specs)
+    ops_commands.register(app)
+    db_commands.register(app)
+    return app
+
+
+def _command_word(argv: list[str]) -> str | None:
+    takes_value = {"--config", "--database-url", "--log-format"}
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in takes_value:
+            skip = True
+            continue
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
+def main(argv: list[str] | None = None, prog_name: str = "cronwarden") -> int:
+    """Entry point of the console script; returns the exit code."""
+    from . import exit_codes, render
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    problem = _shadowing_problem()
+    if problem:
+        render.error(problem)
+        return exit_codes.EX_CONFIG
+    from jobs.errors import ConfigError
+    from jobs.registry import all_specs, builtin_specs
+
+    builtin = builtin_specs()
+    word = _command_word(args)
+    plugins = word not in {s.name for s in builtin}
+    try:
+        specs = all_specs(with_plugins=plugins)
+    except ConfigError as exc:
+        render.error(f"configuration: {exc}")
+        return exit_codes.EX_CONFIG
+    command = typer.main.get_command(build(specs, plugins))
+    try:
+        command.main(args=args, prog_name=prog_name, standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
+def run() -> None:
+    raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""One place that turns any failure of a command into one clear line and the contract's exit code."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Callable, TypeVar
+
+import typer
+
+from jobs.errors import ConfigError, CronwardenError, DatabaseUnavailable, Interrupted, UsageError, one_line
+
+from . import exit_codes, render
+
+F = TypeVar("F", bound=Callable)
+log = logging.getLogger("cronwarden.cli")
+
+
+def handled(fn: F) -> F:
+    """Wrap a command (whose first parameter is ctx): map errors to exit codes, close the engine, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        ctx = kwargs.get("ctx") or args[0]
+        try:
+            code = fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except ConfigError as exc:
+            render.error(f"configuration: {exc}")
+            code = exit_codes.EX_CONFIG
+        except UsageError as exc:
+            render.error(str(exc))
+            code = exit_codes.EX_USAGE
+        except DatabaseUnavailable as exc:
+            render.error(str(exc))
+            code = exit_codes.EX_TEMPFAIL
+        except Interrupted as exc:
+            render.error(str(exc))
+            code = exit_codes.for_signal(exc.signum)
+        except CronwardenError as exc:
+            render.error(str(exc))
+            code = exit_codes.EX_FAILED
+        except Exception as exc:  # noqa: BLE001 - a bug must still end in one line and exit 1
+            from jobs.errors import is_transient
+
+            if is_transient(exc):
+                render.error(f"database unreachable: {one_line(exc)}")
+                code = exit_codes.EX_TEMPFAIL
+            else:
+                log.debug("unexpected error", exc_info=True)
+                render.error(f"unexpected {one_line(exc)} (run with --verbose for details)")
+                code = exit_codes.EX_FAILED
+        finally:
+            state = ctx.find_root().obj
+            if state is not None:
+                state.close()
+        raise typer.Exit(code or 0)
+
+    return wrapper  # type: ignore[return-value]

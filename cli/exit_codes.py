@@ -1,0 +1,34 @@
+"""The only module that knows the numbers (sysexits.h where one fits)."""
+
+from __future__ import annotations
+
+import signal
+
+from jobs.outcome import RunReport, RunStatus
+
+EX_OK = 0  # ran, or skipped on purpose (not due, locked, disabled, paused)
+EX_FAILED = 1  # the job failed (or `check` found a job overdue or failing)
+EX_USAGE = 2  # bad command line
+EX_TEMPFAIL = 75  # temporary failure: the database did not answer within the retry budget
+EX_CONFIG = 78  # invalid configuration; nothing was touched
+EX_SIGINT = 128 + signal.SIGINT  # 130: interrupted by SIGINT (Ctrl-C)
+EX_SIGTERM = 128 + signal.SIGTERM  # 143: interrupted by SIGTERM (cron timeout, Kubernetes)
+
+_SEVERITY = [EX_OK, EX_FAILED, EX_TEMPFAIL, EX_SIGINT, EX_SIGTERM]
+
+
+def for_signal(signum: int) -> int:
+    return 128 + signum
+
+
+def for_report(report: RunReport) -> int:
+    if report.status is RunStatus.INTERRUPTED:
+        return for_signal(report.signal or signal.SIGTERM)
+    if report.status in (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED):
+        return EX_TEMPFAIL if report.temporary else EX_FAILED
+    return EX_OK
+
+
+def worst(codes: list[int]) -> int:
+    """run-due's exit code: the most serious of its jobs'."""
+    return max(codes, key=lambda c: _SEVERITY.index(c) if c in _SEVERITY else len(_SEVERITY), default=EX_OK)

@@ -1,0 +1,107 @@
+"""One subcommand per registered job (options generated from its settings), plus `run-due`."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Annotated, Any, Optional
+
+import typer
+
+from jobs.outcome import RunReport, Trigger
+from jobs.spec import JobSpec
+
+from . import exit_codes, render
+from .errors import handled
+
+_CLI_TYPES = (int, float, str, bool)
+
+
+def register(app: typer.Typer, specs: tuple[JobSpec, ...]) -> None:
+    for spec in specs:
+        app.command(name=spec.name, help=_help(spec))(_job_command(spec))
+    app.command(name="run-due")(run_due)
+
+
+def _help(spec: JobSpec) -> str:
+    return f"{spec.description or spec.name} (default schedule: {spec.schedule})"
+
+
+def _setting_options(spec: JobSpec) -> list[tuple[str, Any, str]]:
+    """(field name, python type, help) of the settings a job exposes on its command line."""
+    from jobs import settings as settings_mod
+
+    options = []
+    for f in settings_mod.fields_of(spec.settings):
+        kind = settings_mod.type_of(spec.settings, f)
+        if f.metadata.get("cli") and kind in _CLI_TYPES:
+            options.append((f.name, kind, f.metadata.get("help", "")))
+    return options
+
+
+def _job_command(spec: JobSpec):  # noqa: ANN202
+    setting_options = _setting_options(spec)
+
+    @handled
+    def command(ctx: typer.Context, force: bool = False, dry_run: bool = False, json: bool = False, **overrides: Any) -> int:
+        from jobs import runner, settings as settings_mod
+        from jobs.errors import ConfigError, UsageError
+
+        state = ctx.find_root().obj
+        app = state.app(progress=not json)
+        job = app.config.job(spec.name)
+        try:
+            settings = settings_mod.override(job.settings, overrides, lambda name: settings_mod.option_name(name))
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+        trigger = Trigger.FORCED if force else Trigger.SCHEDULED
+        report = runner.run_job(app, spec.name, trigger, dry_run=dry_run, settings=settings)
+        code = exit_codes.for_report(report)
+        render.run_report(report, as_json=json, quiet=state.quiet, exit_code=code)
+        if dry_run and not json and not render.is_terminal() and not state.quiet:
+            render.plain_details(report)
+        return code
+
+    params = [
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+        inspect.Parameter("force", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
+            bool, typer.Option("--force", help="Skip the due check and pause (never the lock).")]),
+        inspect.Parameter("dry_run", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
+            bool, typer.Option("--dry-run", help="Report what would change; change and record nothing.")]),
+        inspect.Parameter("json", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
+            bool, typer.Option("--json", help="Print one JSON object on stdout.")]),
+    ]
+    for name, kind, help_text in setting_options:
+        option = "--" + name.replace("_", "-")
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=Annotated[Optional[kind], typer.Option(option, help=help_text)]))
+    command.__signature__ = inspect.Signature(params, return_annotation=int)  # type: ignore[attr-defined]
+    command.__name__ = spec.module_name
+    return command
+
+
+@handled
+def run_due(
+    ctx: typer.Context,
+    json: Annotated[bool, typer.Option("--json", help="Print one JSON object with every job's outcome.")] = False,
+) -> int:
+    """Run every enabled job that is due, one after another (a crontab needs only this line)."""
+    from jobs import runner
+
+    state = ctx.find_root().obj
+    app = state.app(progress=not json)
+    names = [name for name, job in app.config.jobs.items() if job.enabled]
+
+    def show(report: RunReport) -> None:
+        if not json and not state.quiet and render.is_terminal() and not report.status.is_skip:
+            render.summary(report)
+
+    reports = runner.run_due(app, names, on_report=show)
+    codes = [exit_codes.for_report(r) for r in reports]
+    code = exit_codes.worst(codes)
+    if json:
+        render.json_out({"exit_code": code, "jobs": [{**r.as_dict(), "exit_code": c} for r, c in zip(reports, codes)]})
+    elif not state.quiet and render.is_terminal():
+        render.table("run-due", ["job", "status", "duration", "items"],
+                     [[r.job, r.status.value, render.seconds(r.duration_seconds), str(sum(r.counts.values()))]
+                      for r in reports])
+    return code

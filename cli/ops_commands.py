@@ -1,0 +1,187 @@
+"""Operator commands: list, status, history, check, unlock, pause, resume."""
+
+from __future__ import annotations
+
+import json as json_mod
+from typing import Annotated, Optional
+
+import typer
+
+from jobs.errors import UsageError
+
+from . import exit_codes, render
+from .errors import handled
+
+
+def register(app: typer.Typer) -> None:
+    for fn in (list_jobs, status, history, check, unlock, pause, resume):
+        app.command(name=fn.__name__.replace("_jobs", "").replace("_", "-"))(fn)
+
+
+def _state(ctx: typer.Context):  # noqa: ANN202
+    return ctx.find_root().obj
+
+
+def _job_name(app, job: str) -> str:  # noqa: ANN001
+    if job not in app.config.jobs:
+        raise UsageError(f"unknown job {job!r} (known: {', '.join(app.config.jobs)})")
+    return job
+
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+@handled
+def list_jobs(
+    ctx: typer.Context,
+    json: JsonFlag = False) -> int:
+    """Jobs, their schedules and whether they are enabled (no database needed)."""
+    app = _state(ctx).app()
+    rows = [
+        {"job": name, "schedule": job.schedule.describe(), "enabled": job.enabled,
+         "timeout": str(job.timeout) if job.timeout else None, "description": job.spec.description}
+        for name, job in app.config.jobs.items()
+    ]
+    if json:
+        render.json_out({"jobs": rows})
+    else:
+        render.table("jobs", ["job", "schedule", "enabled", "description"],
+                     [[r["job"], r["schedule"], "yes" if r["enabled"] else "disabled", r["description"]] for r in rows])
+    return exit_codes.EX_OK
+
+
+def _health(ctx: typer.Context):  # noqa: ANN202
+    from jobs import clock, health, tracking
+    from jobs.runner import _db
+
+    app = _state(ctx).app()
+    states = _db(app, lambda: tracking.all_states(app.engine), "reading the tracking table")
+    return app, health.assess(app.config, states, clock.utcnow())
+
+
+@handled
+def status(
+    ctx: typer.Context,
+    json: JsonFlag = False) -> int:
+    """The tracking table: last run, outcome, next due time and failure streak of every job."""
+    app, jobs = _health(ctx)
+    if json:
+        render.json_out({"database": app.config.safe_database_url, "jobs": [j.as_dict() for j in jobs]})
+        return exit_codes.EX_OK
+    render.table(
+        "status",
+        ["job", "state", "schedule", "last status", "last run", "duration", "next due", "failures", "last error"],
+        [[j.name, j.state, j.schedule, j.last_status or "-", render.when(j.last_executed_at),
+          render.seconds(j.last_duration_seconds), render.when(j.next_due_at) if j.next_due_at else "now",
+          str(j.consecutive_failures), (j.last_error or "")[:80]] for j in jobs],
+    )
+    return exit_codes.EX_OK
+
+
+@handled
+def history(
+    ctx: typer.Context,
+    
+    job: Annotated[Optional[str], typer.Argument(help="Only this job.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100000, help="Most recent N runs.")] = 20,
+    json: JsonFlag = False,
+) -> int:
+    """Recent runs, newest first: status, trigger, host, duration, items, error."""
+    from jobs import tracking
+    from jobs.runner import _db
+
+    app = _state(ctx).app()
+    if job is not None:
+        _job_name(app, job)
+    rows = _db(app, lambda: tracking.history(app.engine, job, limit), "reading the history")
+    if json:
+        render.json_out({"runs": [{**dict(r), "counts": json_mod.loads(r["counts"]) if r["counts"] else {}}
+                                  for r in rows]})
+        return exit_codes.EX_OK
+    render.table(
+        "history",
+        ["run", "job", "status", "trigger", "started", "duration", "items", "host", "error"],
+        [[str(r["id"]), r["job_name"], r["status"], r["trigger"], render.when(r["started_at"]),
+          render.seconds(r["duration_seconds"]), str(r["items"]), f"{r['host']}:{r['pid']}",
+          (r["error"] or "")[:80]] for r in rows],
+    )
+    return exit_codes.EX_OK
+
+
+@handled
+def check(
+    ctx: typer.Context,
+    json: JsonFlag = False) -> int:
+    """Monitoring: exit 1 when a job is overdue past its grace or failing, 0 otherwise."""
+    _, jobs = _health(ctx)
+    bad = [j for j in jobs if j.alarming]
+    code = exit_codes.EX_FAILED if bad else exit_codes.EX_OK
+    if json:
+        render.json_out({"ok": not bad, "exit_code": code,
+                         "jobs": [{"job": j.name, "state": j.state, "next_due_at": j.next_due_at,
+                                   "overdue_seconds": j.overdue_seconds,
+                                   "consecutive_failures": j.consecutive_failures, "last_error": j.last_error}
+                                  for j in jobs]})
+        return code
+    for j in bad:
+        detail = (f"{j.consecutive_failures} failure(s) in a row, last: {j.last_error}" if j.state == "failing"
+                  else f"overdue by {int(j.overdue_seconds)}s (was due {render.when(j.next_due_at)} UTC)")
+        render.line(f"{j.state.upper()} {j.name}: {detail}")
+    if not bad and not _state(ctx).quiet:
+        render.line(f"OK: {len(jobs)} jobs, none overdue or failing")
+    return code
+
+
+@handled
+def unlock(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="The job whose lease to break.")]) -> int:
+    """Break a stale lease (lease backend). Session and file locks free themselves when their holder dies."""
+    from jobs import locks
+    from jobs.runner import _db
+
+    app = _state(ctx).app()
+    _job_name(app, job)
+    backend = _db(app, lambda: app.locks, "choosing the lock backend")
+    if hasattr(backend, "break_lease"):
+        broke = _db(app, lambda: backend.break_lease(job), "breaking the lease")
+        render.line(f"{job}: lease broken" if broke else f"{job}: not locked")
+        return exit_codes.EX_OK
+    held = _db(app, lambda: backend.try_acquire(job, app.config.locks.lease_ttl), "probing the lock")
+    if held is None:
+        render.error(f"{job} is locked by a live process ({locks.backend_name(app.config)} lock); "
+                     f"it is freed the moment that process exits: stop it instead")
+        return exit_codes.EX_FAILED
+    held.release()
+    render.line(f"{job}: not locked ({backend.crash_bound})")
+    return exit_codes.EX_OK
+
+
+def _set_paused(ctx: typer.Context, job: str, paused: bool) -> int:
+    from jobs import clock, tracking
+    from jobs.locks import owner_id
+    from jobs.runner import _db
+
+    app = _state(ctx).app()
+    _job_name(app, job)
+    changed = _db(app, lambda: tracking.set_paused(app.engine, job, paused, owner_id(), clock.utcnow()),
+                  "writing the tracking table")
+    word = "paused" if paused else "resumed"
+    render.line(f"{job}: {word}" if changed else f"{job}: already {word}")
+    return exit_codes.EX_OK
+
+
+@handled
+def pause(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="The job to pause on every host.")]) -> int:
+    """Stop a job everywhere (stored in the database) until `resume`; --force still runs it."""
+    return _set_paused(ctx, job, True)
+
+
+@handled
+def resume(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="The job to resume.")]) -> int:
+    """Let a paused job run again on its schedule."""
+    return _set_paused(ctx, job, False)

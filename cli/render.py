@@ -1,0 +1,162 @@
+"""The only module that prints: rich tables for people, plain lines for cron, JSON for machines."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from typing import Any, Iterable, Mapping
+
+from jobs.outcome import RunReport, RunStatus
+from jobs.secrets import redact
+
+
+def is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def error(message: str) -> None:
+    """One clear line on stderr."""
+    print(f"cronwarden: error: {redact(' '.join(str(message).split()))}", file=sys.stderr)
+
+
+def line(text: str) -> None:
+    print(redact(text))
+
+
+def json_out(obj: Any) -> None:
+    print(redact(json.dumps(obj, default=_default, sort_keys=False)))
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}s"
+
+
+def table(title: str, columns: list[str], rows: Iterable[list[str]], *, styles: Mapping[str, str] | None = None) -> None:
+    """A rich table on a terminal, tab-free plain columns otherwise."""
+    rows = [[redact(str(c)) for c in row] for row in rows]
+    if is_terminal():
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=title, title_justify="left")
+        for col in columns:
+            t.add_column(col, no_wrap=col not in ("error", "last error", "description"))
+        for row in rows:
+            t.add_row(*[_style(c, styles) for c in row])
+        Console().print(t)
+        return
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip())
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def _style(cell: str, styles: Mapping[str, str] | None) -> str:
+    style = (styles or STATUS_STYLES).get(cell)
+    return f"[{style}]{cell}[/]" if style else cell.replace("[", r"\[")
+
+
+STATUS_STYLES = {
+    "succeeded": "green",
+    "ok": "green",
+    "failed": "bold red",
+    "failing": "bold red",
+    "overdue": "bold red",
+    "timed_out": "red",
+    "abandoned": "red",
+    "interrupted": "yellow",
+    "running": "cyan",
+    "paused": "yellow",
+    "disabled": "dim",
+}
+
+
+def run_report(report: RunReport, *, as_json: bool, quiet: bool, exit_code: int) -> None:
+    """What a job invocation prints on stdout (logs go to stderr separately)."""
+    if as_json:
+        json_out({**report.as_dict(), "exit_code": exit_code})
+        return
+    if quiet or not is_terminal():
+        return
+    summary(report)
+
+
+def summary(report: RunReport) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    status = report.status.value
+    t = Table(title=f"{report.job}", title_justify="left", show_header=False)
+    t.add_column("", style="bold")
+    t.add_column("")
+    t.add_row("status", _style(status, None))
+    if report.status.is_skip:
+        if report.next_due_at:
+            t.add_row("next due", when(report.next_due_at))
+        console.print(t)
+        return
+    if report.run_id is not None:
+        t.add_row("run", str(report.run_id))
+    t.add_row("trigger", report.trigger.value)
+    t.add_row("duration", seconds(report.duration_seconds))
+    for key, value in sorted(report.counts.items()):
+        t.add_row(key, f"{value:,}")
+    if report.transactions:
+        t.add_row("transactions", f"{report.transactions} (longest {report.longest_transaction_seconds:.3f}s)")
+    if report.error:
+        t.add_row("error", redact(report.error).replace("[", r"\["))
+    if report.next_due_at and report.status is not RunStatus.DRY_RUN:
+        t.add_row("next due", when(report.next_due_at))
+    console.print(t)
+    for detail in report.details[:50]:
+        console.print(redact(detail), markup=False, highlight=False)
+    if len(report.details) > 50:
+        console.print(f"... and {len(report.details) - 50} more")
+
+
+def plain_details(report: RunReport) -> None:
+    """A dry run under cron lists what it would change as plain lines."""
+    for detail in report.details:
+        line(detail)
+
+
+class RichProgress:
+    """A progress bar on stderr for long work at a terminal."""
+
+    def __init__(self, job: str) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(TextColumn(f"[bold]{job}"), BarColumn(), MofNCompleteColumn(),
+                                  TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+        self._task = self._progress.add_task(job, total=None)
+        self._started = False
+
+    def total(self, n: int | None) -> None:
+        self._ensure()
+        self._progress.update(self._task, total=n)
+
+    def advance(self, n: int) -> None:
+        self._ensure()
+        self._progress.advance(self._task, n)
+
+    def _ensure(self) -> None:
+        if not self._started:
+            self._progress.start()
+            self._started = True
+
+    def close(self) -> None:
+        if self._started:
+            self._progress.stop()

@@ -1,0 +1,43 @@
+"""The resources of one invocation: validated config, and an engine and lock backend built on first use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+from .context import NoProgress, Progress
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from .config import Config
+    from .locks import LockBackend
+
+
+@dataclass
+class App:
+    config: "Config"
+    progress: Callable[[str], Progress] = field(default=lambda _job: NoProgress())
+    _engine: "Engine | None" = None
+    _locks: "LockBackend | None" = None
+
+    @property
+    def engine(self) -> "Engine":
+        if self._engine is None:
+            from .db import make_engine
+
+            self._engine = make_engine(self.config.database_url)
+        return self._engine
+
+    @property
+    def locks(self) -> "LockBackend":
+        if self._locks is None:
+            from .locks import backend_for
+
+            self._locks = backend_for(self.config, self.engine)
+        return self._locks
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None

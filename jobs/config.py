@@ -1,0 +1,237 @@
+"""Configuration: TOML file + environment → one frozen, validated Config.
+
+Everything is checked here, before the database is touched: an invalid
+value raises ConfigError with one line naming the key and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from . import settings as settings_mod
+from .errors import ConfigError
+from .schedule import Schedule, parse_duration, parse_schedule
+from .secrets import redact
+from .spec import JobSpec
+
+DEFAULT_DATABASE_URL = "sqlite:///cronwarden.db"
+DEFAULT_RETRY_DELAYS = (timedelta(seconds=60), timedelta(seconds=300), timedelta(seconds=900))
+LOCK_BACKENDS = ("auto", "file", "postgres", "mysql", "lease")
+COMMON_JOB_KEYS = ("enabled", "interval", "cron", "timezone", "retry_delays", "timeout", "grace")
+_TOP_KEYS = ("database_url", "locks", "retry", "history", "jobs")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """In-process retries of transient errors: bounded by attempts and by total time."""
+
+    attempts: int = 5
+    initial_wait: timedelta = timedelta(seconds=0.5)
+    max_wait: timedelta = timedelta(seconds=8)
+    max_time: timedelta = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class LockConfig:
+    backend: str = "auto"
+    directory: Path | None = None
+    lease_ttl: timedelta = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """One job's validated configuration: the common keys plus its own settings."""
+
+    spec: JobSpec
+    enabled: bool
+    schedule: Schedule
+    retry_delays: tuple[timedelta, ...]
+    timeout: timedelta | None
+    grace: timedelta
+    settings: Any
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True)
+class Config:
+    database_url: str
+    locks: LockConfig
+    retry: RetryPolicy
+    history_retention: timedelta
+    jobs: dict[str, JobConfig]
+    source: Path | None = None
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def safe_database_url(self) -> str:
+        return redact(self.database_url)
+
+    def job(self, name: str) -> JobConfig:
+        return self.jobs[name]
+
+
+def find_config_file(explicit: str | None, environ: Mapping[str, str]) -> Path | None:
+    """--config, then CRONWARDEN_CONFIG, then ./cronwarden.toml if present."""
+    named = explicit or environ.get("CRONWARDEN_CONFIG")
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {named}")
+        return path
+    default = Path("cronwarden.toml")
+    return default if default.is_file() else None
+
+
+def read_toml(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    import tomllib
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def referenced_jobs(raw: Mapping[str, Any]) -> set[str]:
+    """Job names a TOML document configures (to know whether plugins must be loaded)."""
+    jobs = raw.get("jobs")
+    return set(jobs) if isinstance(jobs, dict) else set()
+
+
+def load(
+    raw: Mapping[str, Any],
+    specs: Iterable[JobSpec],
+    *,
+    environ: Mapping[str, str] | None = None,
+    database_url: str | None = None,
+    source: Path | None = None,
+) -> Config:
+    """Validate a parsed TOML document and the environment into a Config."""
+    env = dict(os.environ if environ is None else environ)
+    unknown = set(raw) - set(_TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown top-level key {sorted(unknown)[0]!r} (known: {', '.join(_TOP_KEYS)})")
+    url = _database_url(raw, env, database_url)
+    locks = _locks(_table(raw, "locks"), env)
+    retry = _retry(_table(raw, "retry"))
+    history = _table(raw, "history")
+    _only(history, ("retention",), "[history]")
+    retention = _duration(history.get("retention", "90d"), "[history] retention", minimum=timedelta(hours=1))
+    by_name = {spec.name: spec for spec in specs}
+    jobs_raw = _table(raw, "jobs")
+    for name in jobs_raw:
+        if name not in by_name:
+            raise ConfigError(f"[jobs.{name}]: unknown job {name!r} (known: {', '.join(sorted(by_name))})")
+    jobs = {name: _job(spec, _table(jobs_raw, name, f"[jobs.{name}]"), env) for name, spec in by_name.items()}
+    return Config(url, locks, retry, retention, jobs, source, env)
+
+
+def _table(raw: Mapping[str, Any], key: str, where: str | None = None) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where or key}: expected a table, got {type(value).__name__}")
+    return value
+
+
+def _only(table: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key {key!r}")
+
+
+def _duration(value: Any, where: str, *, minimum: timedelta | None = None, allow_zero: bool = False) -> timedelta:
+    try:
+        result = parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if result == timedelta(0) and not allow_zero:
+        raise ConfigError(f"{where}: must be longer than zero")
+    if minimum is not None and result < minimum:
+        from .schedule import format_duration
+
+        raise ConfigError(f"{where}: must be at least {format_duration(minimum)}, got {value!r}")
+    return result
+
+
+def _database_url(raw: Mapping[str, Any], env: Mapping[str, str], cli_value: str | None) -> str:
+    url = cli_value or settings_mod.read_env("CRONWARDEN_DATABASE_URL", env) or raw.get("database_url")
+    if url is None:
+        url = DEFAULT_DATABASE_URL
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError("database_url: expected a URL such as sqlite:///cronwarden.db")
+    url = url.strip()
+    from .db import validate_url
+
+    validate_url(url)
+    return url
+
+
+def _locks(table: dict[str, Any], env: Mapping[str, str]) -> LockConfig:
+    _only(table, ("backend", "directory", "lease_ttl"), "[locks]")
+    backend = table.get("backend", "auto")
+    if backend not in LOCK_BACKENDS:
+        raise ConfigError(f"[locks] backend: must be one of {', '.join(LOCK_BACKENDS)}, got {backend!r}")
+    directory = env.get("CRONWARDEN_LOCK_DIR") or table.get("directory")
+    if directory is not None and (not isinstance(directory, str) or not directory or "\x00" in directory):
+        raise ConfigError(f"[locks] directory: expected a path, got {directory!r}")
+    ttl = _duration(table.get("lease_ttl", "5m"), "[locks] lease_ttl", minimum=timedelta(seconds=2))
+    return LockConfig(backend, Path(directory) if directory else None, ttl)
+
+
+def _retry(table: dict[str, Any]) -> RetryPolicy:
+    _only(table, ("attempts", "initial_wait", "max_wait", "max_time"), "[retry]")
+    attempts = table.get("attempts", 5)
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 100:
+        raise ConfigError(f"[retry] attempts: must be a whole number from 1 to 100, got {attempts!r}")
+    return RetryPolicy(
+        attempts=attempts,
+        initial_wait=_duration(table.get("initial_wait", "0.5s"), "[retry] initial_wait", allow_zero=True),
+        max_wait=_duration(table.get("max_wait", "8s"), "[retry] max_wait", allow_zero=True),
+        max_time=_duration(table.get("max_time", "30s"), "[retry] max_time", allow_zero=True),
+    )
+
+
+def _job(spec: JobSpec, table: dict[str, Any], env: Mapping[str, str]) -> JobConfig:
+    where = f"[jobs.{spec.name}]"
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{where} enabled: expected true or false, got {enabled!r}")
+    interval = table.get("interval")
+    cron = table.get("cron")
+    tz = table.get("timezone")
+    if tz is not None and (cron is None or not isinstance(tz, str)):
+        raise ConfigError(f"{where} timezone: only applies to a cron schedule, as an IANA name")
+    if interval is None and cron is None:
+        default = spec.schedule
+        interval, cron = (None, default) if len(default.split()) == 5 else (default, None)
+    try:
+        schedule = parse_schedule(interval, cron, tz)
+    except ValueError as exc:
+        key = "cron" if cron is not None else "interval"
+        raise ConfigError(f"{where} {key}: {exc}") from None
+    delays_raw = table.get("retry_delays", ["60s", "300s", "900s"])
+    if not isinstance(delays_raw, list) or len(delays_raw) > 20:
+        raise ConfigError(f"{where} retry_delays: expected a list of durations such as [\"60s\", \"300s\"]")
+    delays = tuple(_duration(d, f"{where} retry_delays[{i}]") for i, d in enumerate(delays_raw))
+    timeout = table.get("timeout")
+    timeout_td = _duration(timeout, f"{where} timeout") if timeout is not None else spec.default_timeout
+    period = schedule.period()
+    default_grace = min(max(timedelta(minutes=5), period), timedelta(hours=1)) if period else timedelta(hours=1)
+    grace = _duration(table["grace"], f"{where} grace") if "grace" in table else default_grace
+    own = {k: v for k, v in table.items() if k not in COMMON_JOB_KEYS}
+    job_settings = settings_mod.build(spec.settings, own, where, env)
+    return JobConfig(spec, enabled, schedule, delays, timeout_td, grace, job_settings)

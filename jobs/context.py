@@ -1,0 +1,144 @@
+"""JobContext: everything a job's run() may use, and nothing else."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
+
+from .errors import TimedOut
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+    from .config import RetryPolicy
+    from .locks import Held
+    from .signals import StopFlag
+
+T = TypeVar("T")
+
+
+class Progress(Protocol):
+    """Where progress goes: a rich bar on a terminal, nowhere under cron."""
+
+    def total(self, n: int | None) -> None: ...
+
+    def advance(self, n: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NoProgress:
+    def total(self, n: int | None) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class JobContext:
+    """The job's view of one run.
+
+    now: the run's start (aware UTC): compute cutoffs from it, so every batch agrees.
+    dry_run: report what would change; in_transaction always rolls back.
+    log: a logger whose lines carry the job name and run id.
+    in_transaction(fn, *args): one batch = one transaction on a fresh
+      connection, retried as a whole on transient errors; checks for a stop
+      request and the timeout before it starts, and that the lock is still
+      held before it commits.
+    count(name, n): add to a counter reported in logs, history and --json.
+    """
+
+    def __init__(
+        self,
+        *,
+        job: str,
+        run_id: int | None,
+        now: datetime,
+        engine: "Engine",
+        log: logging.LoggerAdapter,
+        retry: "RetryPolicy",
+        stop: "StopFlag",
+        held: "Held | None",
+        dry_run: bool = False,
+        deadline: float | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.job = job
+        self.run_id = run_id
+        self.now = now
+        self.engine = engine
+        self.log = log
+        self.dry_run = dry_run
+        self.counts: dict[str, int] = {}
+        self.details: list[str] = []
+        self.transactions = 0
+        self.longest_transaction = 0.0
+        self._retry = retry
+        self._stop = stop
+        self._held = held
+        self._deadline = deadline
+        self._progress = progress or NoProgress()
+
+    def close(self) -> None:
+        """End the progress display (the runner calls this when run() returns)."""
+        self._progress.close()
+
+    @property
+    def dialect(self) -> str:
+        """'sqlite', 'postgresql' or 'mysql' (MariaDB included)."""
+        name = self.engine.dialect.name
+        return "mysql" if name == "mariadb" else name
+
+    def checkpoint(self) -> None:
+        """A batch boundary: stop here on SIGTERM/SIGINT or when the timeout has passed."""
+        self._stop.check()
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            raise TimedOut(f"{self.job} passed its timeout")
+
+    def in_transaction(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        from . import retry
+
+        self.checkpoint()
+
+        def attempt() -> T:
+            started = time.perf_counter()
+            with self.engine.connect() as conn:
+                tx = conn.begin()
+                try:
+                    result = fn(conn, *args, **kwargs)
+                    if self._held is not None and not self.dry_run:
+                        self._held.verify(conn)
+                    if self.dry_run:
+                        tx.rollback()
+                    else:
+                        tx.commit()
+                except BaseException:
+                    tx.rollback()
+                    raise
+            elapsed = time.perf_counter() - started
+            self.transactions += 1
+            self.longest_transaction = max(self.longest_transaction, elapsed)
+            return result
+
+        return retry.call(attempt, self._retry, sleep=self._stop.sleep, what=f"{self.job} batch",
+                          before_attempt=self.checkpoint)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + n
+        self._progress.advance(n)
+
+    def set_total(self, n: int | None) -> None:
+        """The expected number of items, for the progress bar (optional)."""
+        self._progress.total(n)
+
+    def detail(self, line: str) -> None:
+        """A line for the report (what a dry run would delete, what was skipped)."""
+        self.details.append(line)
+
+    def cutoff(self, days: int) -> datetime:
+        return self.now - timedelta(days=days)

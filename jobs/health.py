@@ -1,0 +1,87 @@
+"""What `status`, `check` and metrics say about each job: the tracking rows judged against the config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Mapping
+
+from .outcome import RunStatus
+from .tracking import next_due_at
+
+if TYPE_CHECKING:
+    from .config import Config
+
+
+@dataclass(frozen=True)
+class JobHealth:
+    """state: ok | pending (never ran) | overdue (past next due + grace) | failing | paused | disabled | running."""
+
+    name: str
+    schedule: str
+    enabled: bool
+    paused: bool
+    state: str
+    last_status: str | None
+    last_executed_at: datetime | None
+    last_executed_by: str | None
+    last_success_at: datetime | None
+    last_duration_seconds: float | None
+    next_due_at: datetime | None
+    consecutive_failures: int
+    last_error: str | None
+    overdue_seconds: float
+
+    @property
+    def alarming(self) -> bool:
+        return self.state in ("overdue", "failing")
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        for key, value in out.items():
+            if isinstance(value, datetime):
+                out[key] = value.isoformat()
+        return out
+
+
+def assess(config: "Config", states: Mapping[str, Any], now: datetime) -> list[JobHealth]:
+    return [_assess_one(config, name, states.get(name), now) for name in config.jobs]
+
+
+def _assess_one(config: "Config", name: str, row: Any, now: datetime) -> JobHealth:
+    job = config.jobs[name]
+    get = (lambda key: row[key]) if row is not None else (lambda key: None)
+    due = next_due_at(row, job)
+    failures = get("consecutive_failures") or 0
+    last_status = get("last_status")
+    overdue = (now - (due + job.grace)).total_seconds() if due is not None else 0.0
+    if not job.enabled:
+        state = "disabled"
+    elif get("paused"):
+        state = "paused"
+    elif failures > 0:
+        state = "failing"
+    elif last_status == RunStatus.RUNNING.value:
+        state = "running"
+    elif row is None or get("last_success_at") is None and due is None:
+        state = "pending"
+    elif overdue > 0:
+        state = "overdue"
+    else:
+        state = "ok"
+    return JobHealth(
+        name=name,
+        schedule=job.schedule.describe(),
+        enabled=job.enabled,
+        paused=bool(get("paused")),
+        state=state,
+        last_status=last_status,
+        last_executed_at=get("last_executed_at"),
+        last_executed_by=get("last_executed_by"),
+        last_success_at=get("last_success_at"),
+        last_duration_seconds=get("last_duration_seconds"),
+        next_due_at=due,
+        consecutive_failures=failures,
+        last_error=get("last_error"),
+        overdue_seconds=max(overdue, 0.0) if state == "overdue" else 0.0,
+    )

@@ -1,0 +1,74 @@
+"""In-process retries of transient errors (tenacity), imported only when a first attempt fails."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, TypeVar
+
+from .config import RetryPolicy
+from .errors import is_transient
+
+T = TypeVar("T")
+log = logging.getLogger("cronwarden.retry")
+
+
+def call(
+    fn: Callable[[], T],
+    policy: RetryPolicy,
+    *,
+    sleep: Callable[[float], None] | None = None,
+    what: str = "database call",
+    before_attempt: Callable[[], None] | None = None,
+) -> T:
+    """Run fn; retry transient failures with jittered exponential backoff, bounded by attempts and time.
+
+    The first attempt runs without tenacity, so the common path costs no import.
+    before_attempt runs ahead of each retry (the runner uses it to stop on a signal).
+    """
+    try:
+        return fn()
+    except Exception as exc:
+        if policy.attempts <= 1 or not is_transient(exc):
+            raise
+        first_error = exc
+    import time
+
+    from tenacity import (
+        Retrying,
+        retry_if_exception,
+        stop_after_attempt,
+        stop_after_delay,
+        wait_exponential_jitter,
+    )
+
+    log.warning("%s failed (%s); retrying", what, _brief(first_error))
+
+    def before(_state) -> None:  # noqa: ANN001
+        if before_attempt is not None:
+            before_attempt()
+
+    def after(state) -> None:  # noqa: ANN001
+        exc = state.outcome.exception() if state.outcome else None
+        if exc is not None and is_transient(exc):
+            log.warning("%s failed again (attempt %d): %s", what, state.attempt_number + 1, _brief(exc))
+
+    retrying = Retrying(
+        stop=stop_after_attempt(policy.attempts - 1) | stop_after_delay(policy.max_time.total_seconds()),
+        wait=wait_exponential_jitter(
+            initial=policy.initial_wait.total_seconds(),
+            max=policy.max_wait.total_seconds(),
+            jitter=policy.initial_wait.total_seconds(),
+        ),
+        retry=retry_if_exception(is_transient),
+        reraise=True,
+        sleep=sleep or time.sleep,
+        before=before,
+        after=after,
+    )
+    return retrying(fn)
+
+
+def _brief(exc: BaseException) -> str:
+    from .errors import one_line
+
+    return one_line(exc)

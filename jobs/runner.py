@@ -1,0 +1,194 @@
+"""The pipeline of one invocation, and the only module that knows the order of the steps:
+
+config (already valid) → enabled → due (cheap, no lock) → signals → lock →
+reap abandoned runs → due again (authoritative) → record start → run in
+bounded transactions → record outcome → report.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from contextlib import ExitStack
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+from . import clock, signals, tracking
+from .context import JobContext
+from .errors import DatabaseUnavailable, Interrupted, LeaseLost, TimedOut, is_transient, one_line
+from .outcome import RunReport, RunStatus, Trigger
+from .schedule import is_due
+
+if TYPE_CHECKING:
+    from .app import App
+    from .config import JobConfig
+
+T = TypeVar("T")
+log = logging.getLogger("cronwarden.job")
+
+
+def job_logger(job: str, run_id: int | None) -> logging.LoggerAdapter:
+    """Every line carries the job name and the run id."""
+    return logging.LoggerAdapter(log, {"job": job, "run_id": run_id})
+
+
+def run_job(app: "App", name: str, trigger: Trigger = Trigger.SCHEDULED, *, dry_run: bool = False,
+            settings: Any = None) -> RunReport:
+    """Run one job once, as the contract's section 4 says; never raises for a job failure.
+
+    Raises Interrupted (signal before any run was recorded) and DatabaseUnavailable.
+    """
+    job = app.config.job(name)
+    settings = job.settings if settings is None else settings
+    if not job.enabled:
+        return RunReport(name, RunStatus.DISABLED, trigger)
+    if dry_run:
+        return _dry_run(app, job, trigger, settings)
+    row = _db(app, lambda: tracking.read_state(app.engine, name), "reading the tracking table")
+    skipped = _skip(job, row, trigger)
+    if skipped is not None:
+        return skipped
+    with ExitStack() as stack:
+        stop = stack.enter_context(signals.graceful_stop())
+        held = stack.enter_context(_holding(app, job))
+        if held is None:
+            job_logger(name, None).info("skipped: another process holds the lock")
+            return RunReport(name, RunStatus.LOCKED, trigger)
+        now = clock.utcnow()
+        _db(app, lambda: tracking.reap_abandoned(app.engine, job, now), "reaping abandoned runs")
+        row = _db(app, lambda: tracking.read_state(app.engine, name), "reading the tracking table")
+        skipped = _skip(job, row, trigger)
+        if skipped is not None:
+            return skipped
+        return _execute(app, job, trigger, settings, stop, held)
+
+
+def _skip(job: "JobConfig", row: Any, trigger: Trigger) -> RunReport | None:
+    if trigger is not Trigger.SCHEDULED:
+        return None
+    if row is not None and row["paused"]:
+        return RunReport(job.name, RunStatus.PAUSED, trigger)
+    if not is_due(job.schedule, tracking.due_state(row, job), clock.utcnow()):
+        return RunReport(job.name, RunStatus.NOT_DUE, trigger, next_due_at=tracking.next_due_at(row, job))
+    return None
+
+
+def _holding(app: "App", job: "JobConfig"):  # noqa: ANN202
+    from . import locks
+
+    ttl = max(app.config.locks.lease_ttl, job.spec.lock_ttl or timedelta(0))
+    if job.timeout is not None:
+        ttl = max(ttl, job.timeout + timedelta(minutes=1))
+    backend = _db(app, lambda: app.locks, "choosing the lock backend")
+    return locks.holding(_RetryingBackend(app, backend), job.name, ttl)
+
+
+class _RetryingBackend:
+    """Taking a lock talks to the database too: retry its transient errors like any other call."""
+
+    def __init__(self, app: "App", backend) -> None:  # noqa: ANN001
+        self._app = app
+        self._backend = backend
+
+    def try_acquire(self, job: str, ttl: timedelta):  # noqa: ANN201
+        return _db(self._app, lambda: self._backend.try_acquire(job, ttl), "taking the lock")
+
+
+def _execute(app: "App", job: "JobConfig", trigger: Trigger, settings: Any, stop, held) -> RunReport:  # noqa: ANN001
+    host, pid = socket.gethostname(), os.getpid()
+    started = clock.utcnow()
+    run_id = _db(app, lambda: tracking.start_run(app.engine, job, trigger, started, host, pid), "recording the start")
+    logger = job_logger(job.name, run_id)
+    logger.info("started (trigger=%s, host=%s, pid=%d)", trigger.value, host, pid)
+    deadline = time.monotonic() + job.timeout.total_seconds() if job.timeout is not None else None
+    ctx = JobContext(job=job.name, run_id=run_id, now=started, engine=app.engine, log=logger,
+                     retry=app.config.retry, stop=stop, held=held, deadline=deadline,
+                     progress=app.progress(job.name))
+    report = RunReport(job.name, RunStatus.SUCCEEDED, trigger, run_id=run_id, started_at=started)
+    try:
+        job.spec.run(ctx, settings)
+    except Interrupted as exc:
+        report.status, report.signal, report.error = RunStatus.INTERRUPTED, exc.signum, one_line(exc)
+    except TimedOut:
+        report.status, report.error = RunStatus.TIMED_OUT, f"stopped at a batch boundary after its timeout " \
+                                                           f"({job.timeout})"
+    except LeaseLost as exc:
+        report.status, report.error = RunStatus.FAILED, one_line(exc)
+    except Exception as exc:  # noqa: BLE001 - every failure of the job is recorded, never swallowed
+        report.status, report.error, report.temporary = RunStatus.FAILED, one_line(exc), is_transient(exc)
+        logger.debug("traceback of the failure", exc_info=True)
+    finally:
+        ctx.close()
+    report.finished_at = clock.utcnow()
+    report.counts = dict(ctx.counts)
+    report.details = list(ctx.details)
+    report.transactions = ctx.transactions
+    report.longest_transaction_seconds = ctx.longest_transaction
+    report.next_due_at = _db(
+        app,
+        lambda: tracking.finish_run(app.engine, job, run_id, report.status, started, report.finished_at,
+                                    report.counts, report.error, app.config.history_retention),
+        "recording the outcome",
+    )
+    _log_outcome(logger, report)
+    return report
+
+
+def _log_outcome(logger: logging.LoggerAdapter, report: RunReport) -> None:
+    counts = " ".join(f"{k}={v}" for k, v in sorted(report.counts.items())) or "no items"
+    duration = f"{report.duration_seconds:.3f}s"
+    if report.status is RunStatus.SUCCEEDED:
+        logger.info("succeeded in %s: %s", duration, counts)
+    else:
+        logger.error("%s after %s (%s): %s", report.status.value, duration, counts, report.error)
+
+
+def _dry_run(app: "App", job: "JobConfig", trigger: Trigger, settings: Any) -> RunReport:
+    """Runs the job with every transaction rolled back; records nothing, takes no lock."""
+    started = clock.utcnow()
+    report = RunReport(job.name, RunStatus.DRY_RUN, trigger, started_at=started)
+    with signals.graceful_stop() as stop:
+        ctx = JobContext(job=job.name, run_id=None, now=started, engine=app.engine,
+                         log=job_logger(job.name, None), retry=app.config.retry, stop=stop, held=None,
+                         dry_run=True, progress=app.progress(job.name))
+        try:
+            job.spec.run(ctx, settings)
+        except Exception as exc:  # noqa: BLE001 - reported, like a real run's failure
+            if is_transient(exc):
+                raise DatabaseUnavailable(f"database unreachable during the dry run: {one_line(exc)}") from None
+            report.status, report.error = RunStatus.FAILED, one_line(exc)
+        finally:
+            ctx.close()
+    report.finished_at = clock.utcnow()
+    report.counts, report.details = dict(ctx.counts), list(ctx.details)
+    return report
+
+
+def _db(app: "App", fn: Callable[[], T], what: str) -> T:
+    """A call to the database outside the job: transient errors retried, then DatabaseUnavailable."""
+    from . import retry
+
+    try:
+        return retry.call(fn, app.config.retry, what=what)
+    except Exception as exc:
+        if is_transient(exc):
+            raise DatabaseUnavailable(f"database unreachable while {what}: {one_line(exc)}") from None
+        raise
+
+
+def run_due(app: "App", names: list[str], on_report: Callable[[RunReport], None] | None = None) -> list[RunReport]:
+    """Every enabled job that is due, one after another (a signal stops the sequence)."""
+    reports = []
+    for name in names:
+        try:
+            report = run_job(app, name, Trigger.SCHEDULED)
+        except DatabaseUnavailable as exc:
+            report = RunReport(name, RunStatus.FAILED, error=str(exc), temporary=True)
+        reports.append(report)
+        if on_report is not None:
+            on_report(report)
+        if report.status is RunStatus.INTERRUPTED:
+            break
+    return reports

@@ -1,0 +1,265 @@
+"""Durations, schedules and the pure due-ness rules (no clock, no I/O).
+
+A schedule is a grid of slots: for an interval, the first successful run's
+start plus whole multiples of the interval; for a cron expression, its fire
+times. A successful run *satisfies* the latest slot at or before its start
+(plus a small tolerance for ticks that arrive early), and the job is due
+again at the next slot. This keeps a daily job on its phase, runs exactly
+once per slot however often cron ticks, and owes one catch-up run after
+any downtime.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Union
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNITS = {
+    "ms": timedelta(milliseconds=1),
+    "s": timedelta(seconds=1),
+    "m": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+    "d": timedelta(days=1),
+    "w": timedelta(weeks=1),
+}
+MAX_DURATION = timedelta(days=3650)
+MAX_TOLERANCE = timedelta(seconds=60)
+CRON_TOLERANCE = timedelta(seconds=5)
+
+
+def parse_duration(text: object) -> timedelta:
+    """Parse "10s", "5m", "24h", "7d", "1h30m" (or a bare number of seconds)."""
+    if isinstance(text, bool):
+        raise ValueError("expected a duration such as \"10s\", \"24h\" or \"7d\"")
+    if isinstance(text, (int, float)):
+        if text != text or text < 0:
+            raise ValueError("a duration must not be negative")
+        seconds = float(text)
+        if seconds > MAX_DURATION.total_seconds():
+            raise ValueError("a duration must be at most 3650 days")
+        return timedelta(seconds=seconds)
+    if not isinstance(text, str):
+        raise ValueError("expected a duration such as \"10s\", \"24h\" or \"7d\"")
+    compact = text.strip().lower().replace(" ", "")
+    if not compact:
+        raise ValueError("empty duration")
+    if compact.startswith("-"):
+        raise ValueError(f"a duration must not be negative: {text!r}")
+    pos, total = 0, timedelta()
+    for match in _DURATION.finditer(compact):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+        if total > MAX_DURATION:
+            raise ValueError(f"a duration must be at most 3650 days: {text!r}")
+    if pos != len(compact) or pos == 0:
+        raise ValueError(f"not a duration: {text!r} (use e.g. \"10s\", \"5m\", \"24h\", \"7d\")")
+    return total
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest exact form of a duration, for tables and messages."""
+    seconds = value.total_seconds()
+    if seconds and seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+@dataclass(frozen=True)
+class Interval:
+    every: timedelta
+
+    def __post_init__(self) -> None:
+        if self.every <= timedelta(0):
+            raise ValueError("an interval must be longer than zero")
+
+    def describe(self) -> str:
+        return f"every {format_duration(self.every)}"
+
+    def period(self) -> timedelta | None:
+        return self.every
+
+    def tolerance(self) -> timedelta:
+        """Ticks from cron jitter by seconds; a 24 h job started at 03:00:29 still runs at 03:00:01."""
+        return min(self.every / 100, MAX_TOLERANCE)
+
+    def slot_at_or_before(self, anchor: datetime | None, t: datetime) -> datetime:
+        """The latest grid point <= t; the grid starts at anchor (t itself when there is none)."""
+        if anchor is None or anchor > t:
+            return t
+        steps = (t - anchor) // self.every
+        return anchor + steps * self.every
+
+    def slot_after(self, anchor: datetime | None, t: datetime) -> datetime:
+        """The first grid point strictly after t."""
+        if anchor is None:
+            return t + self.every
+        if anchor > t:
+            return anchor
+        return self.slot_at_or_before(anchor, t) + self.every
+
+
+@dataclass(frozen=True)
+class Cron:
+    expression: str
+    timezone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        from cronsim import CronSim, CronSimError
+
+        fields = self.expression.split()
+        if len(fields) != 5:
+            raise ValueError(f"a cron expression has 5 fields, got {len(fields)}: {self.expression!r}")
+        try:
+            it = CronSim(self.expression, datetime(2000, 1, 1, tzinfo=timezone.utc))
+            next(it)
+        except (CronSimError, StopIteration, ValueError) as exc:
+            raise ValueError(f"not a cron expression: {self.expression!r} ({exc})") from None
+        _zone(self.timezone)
+
+    def describe(self) -> str:
+        suffix = "" if self.timezone == "UTC" else f" ({self.timezone})"
+        return f"cron {self.expression}{suffix}"
+
+    def _local(self, t: datetime) -> datetime:
+        return t.astimezone(_zone(self.timezone))
+
+    def next_after(self, t: datetime) -> datetime:
+        from cronsim import CronSim
+
+        return next(CronSim(self.expression, self._local(t))).astimezone(timezone.utc)
+
+    def latest_at_or_before(self, t: datetime) -> datetime | None:
+        from cronsim import CronSim
+
+        try:
+            fire = next(CronSim(self.expression, self._local(t + timedelta(microseconds=1)), reverse=True))
+        except StopIteration:
+            return None
+        return fire.astimezone(timezone.utc)
+
+    def period(self) -> timedelta | None:
+        first = self.next_after(datetime(2001, 1, 1, tzinfo=timezone.utc))
+        return self.next_after(first) - first
+
+    def tolerance(self) -> timedelta:
+        """Cron ticks arrive after their fire time; allow only for clock skew between hosts."""
+        return min(self.period() / 100, CRON_TOLERANCE)
+
+    def slot_at_or_before(self, anchor: datetime | None, t: datetime) -> datetime:
+        fire = self.latest_at_or_before(t)
+        return fire if fire is not None else t
+
+    def slot_after(self, anchor: datetime | None, t: datetime) -> datetime:
+        return self.next_after(t)
+
+
+@dataclass(frozen=True)
+class Once:
+    """Due until it first succeeds (admin seeding); --force runs it again."""
+
+    def describe(self) -> str:
+        return "once"
+
+    def period(self) -> timedelta | None:
+        return None
+
+    def tolerance(self) -> timedelta:
+        return timedelta(0)
+
+    def slot_at_or_before(self, anchor: datetime | None, t: datetime) -> datetime:
+        return t
+
+    def slot_after(self, anchor: datetime | None, t: datetime) -> datetime:
+        return datetime.max.replace(tzinfo=timezone.utc) if anchor is not None else t
+
+
+Schedule = Union[Interval, Cron, Once]
+
+
+def parse_schedule(interval: object = None, cron: object = None, tz: object = None) -> Schedule:
+    """The schedule from the config keys; raises ValueError naming what is wrong."""
+    if interval is not None and cron is not None:
+        raise ValueError("set either interval or cron, not both")
+    if cron is not None:
+        if not isinstance(cron, str):
+            raise ValueError("cron must be a string such as \"0 3 * * *\"")
+        return Cron(cron.strip(), tz if isinstance(tz, str) else "UTC")
+    if isinstance(interval, str) and interval.strip().lower() == "once":
+        return Once()
+    if interval is None:
+        raise ValueError("no schedule")
+    return Interval(parse_duration(interval))
+
+
+def _zone(name: str):
+    if name.upper() == "UTC":
+        return timezone.utc
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone: {name!r} (use an IANA name such as \"Europe/Berlin\")") from None
+
+
+@dataclass(frozen=True)
+class DueState:
+    """What the tracking row says, reduced to what due-ness needs."""
+
+    last_slot_at: datetime | None = None
+    consecutive_failures: int = 0
+    next_retry_at: datetime | None = None
+    backoff_steps: int = 3
+
+
+def next_due(schedule: Schedule, state: DueState | None) -> datetime | None:
+    """When the job is next owed a run; None means right away (never succeeded)."""
+    if state is not None and state.consecutive_failures > 0 and state.next_retry_at is not None:
+        return state.next_retry_at
+    if state is None or state.last_slot_at is None:
+        return None
+    return schedule.slot_after(state.last_slot_at, state.last_slot_at)
+
+
+def is_due(schedule: Schedule, state: DueState | None, now: datetime) -> bool:
+    """Due when never run, when a slot is owed, or when a failed run's retry time has come.
+
+    Slots allow a tick to be a little early; a backoff delay is waited in full.
+    """
+    due_at = next_due(schedule, state)
+    if due_at is None:
+        return True
+    in_backoff = state is not None and 0 < state.consecutive_failures <= state.backoff_steps
+    early = timedelta(0) if in_backoff else schedule.tolerance()
+    return now + early >= due_at
+
+
+def satisfied_slot(schedule: Schedule, last_slot_at: datetime | None, started_at: datetime) -> datetime:
+    """The slot a successful run that started at started_at fulfils (for the grid anchor)."""
+    if last_slot_at is None and isinstance(schedule, Interval):
+        return started_at
+    slot = schedule.slot_at_or_before(last_slot_at, started_at + schedule.tolerance())
+    if last_slot_at is not None and slot < last_slot_at:
+        return last_slot_at
+    return slot
+
+
+def retry_at(
+    schedule: Schedule,
+    delays: tuple[timedelta, ...],
+    failures: int,
+    last_slot_at: datetime | None,
+    started_at: datetime,
+) -> datetime:
+    """After the n-th failure in a row: the n-th backoff delay, then the schedule's next slot."""
+    if 1 <= failures <= len(delays):
+        return started_at + delays[failures - 1]
+    return schedule.slot_after(last_slot_at, started_at)

@@ -1,0 +1,48 @@
+"""JobSpec: what a job is (a name, a default schedule, a settings type, a function)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Callable
+
+from .settings import NoSettings
+
+if TYPE_CHECKING:
+    from .context import JobContext
+
+_NAME = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job, declared once and run by the runner.
+
+    name: kebab-case; the subcommand, the tracking key and the `[jobs.<name>]`
+      table in the config (at most 128 characters).
+    run: `run(ctx, settings)` does the work through the context (batches in
+      `ctx.in_transaction`, counts in `ctx.count`). It must be idempotent.
+    settings: a frozen dataclass of the job's own keys (see jobs.settings).
+    schedule: the default, `"24h"`-style interval, a cron expression, or
+      `"once"` for a job that is due only until it first succeeds.
+    default_timeout: the default `timeout` ("30m"); None means no timeout.
+    """
+
+    name: str
+    run: Callable[["JobContext", Any], None]
+    settings: type = NoSettings
+    schedule: str = "24h"
+    description: str = ""
+    default_timeout: timedelta | None = None
+    lock_ttl: timedelta | None = None
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name) or len(self.name) > 128:
+            raise ValueError(f"job name {self.name!r} must be kebab-case and at most 128 characters")
+        if not callable(self.run):
+            raise ValueError(f"job {self.name!r}: run must be callable")
+
+    @property
+    def module_name(self) -> str:
+        return self.name.replace("-", "_")

@@ -1,0 +1,206 @@
+"""The execution-tracking table and the run history. Each write is its own short transaction."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+from .models import executions, runs
+from .outcome import RunStatus, Trigger
+from .schedule import DueState, next_due, retry_at, satisfied_slot
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine, RowMapping
+
+    from .config import JobConfig
+
+T = TypeVar("T")
+NEVER = datetime.max.replace(tzinfo=None)
+
+
+def _with_schema(engine: "Engine", read: Callable[[], T]) -> T:
+    """Run a read, creating the tool's tables first if this database has never seen them."""
+    try:
+        return read()
+    except (OperationalError, ProgrammingError) as exc:
+        if not _missing_table(exc):
+            raise
+    from .schema import upgrade
+
+    upgrade(engine)
+    return read()
+
+
+def read_state(engine: "Engine", job: str) -> "RowMapping | None":
+    """The job's tracking row: the one indexed read a not-due tick costs."""
+
+    def read() -> "RowMapping | None":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            return conn.execute(select(executions).where(executions.c.job_name == job)).mappings().first()
+
+    return _with_schema(engine, read)
+
+
+def _missing_table(exc: Exception) -> bool:
+    text = str(getattr(exc, "orig", exc)).lower()
+    return any(m in text for m in ("no such table", "does not exist", "doesn't exist", "undefinedtable"))
+
+
+def due_state(row: "RowMapping | None", job: "JobConfig") -> DueState | None:
+    if row is None:
+        return None
+    return DueState(
+        last_slot_at=row["schedule_slot_at"],
+        consecutive_failures=row["consecutive_failures"] or 0,
+        next_retry_at=row["next_retry_at"],
+        backoff_steps=len(job.retry_delays),
+    )
+
+
+def next_due_at(row: "RowMapping | None", job: "JobConfig") -> datetime | None:
+    return next_due(job.schedule, due_state(row, job))
+
+
+def reap_abandoned(engine: "Engine", job: "JobConfig", now: datetime) -> int:
+    """Runs still 'running' while we hold the lock died with their process: mark them abandoned.
+
+    Called only under the job's lock, so no live run can be among them.
+    """
+    with engine.begin() as conn:
+        stale = conn.execute(
+            select(runs.c.id, runs.c.started_at).where(runs.c.job_name == job.name, runs.c.status == "running")
+        ).all()
+        if not stale:
+            return 0
+        conn.execute(
+            update(runs)
+            .where(runs.c.id.in_([r.id for r in stale]))
+            .values(status=RunStatus.ABANDONED.value, finished_at=now,
+                    error="the process running it died (no outcome recorded)")
+        )
+        row = conn.execute(select(executions).where(executions.c.job_name == job.name)).mappings().first()
+        if row is not None and row["last_status"] == RunStatus.RUNNING.value:
+            failures = (row["consecutive_failures"] or 0) + 1
+            started = row["last_executed_at"] or now
+            retry = retry_at(job.schedule, job.retry_delays, failures, row["schedule_slot_at"], started)
+            conn.execute(
+                update(executions)
+                .where(executions.c.job_name == job.name)
+                .values(last_status=RunStatus.ABANDONED.value, last_finished_at=now,
+                        last_error="the process running it died (no outcome recorded)",
+                        consecutive_failures=failures, next_retry_at=retry, next_scheduled_at=retry)
+            )
+    return len(stale)
+
+
+def start_run(engine: "Engine", job: "JobConfig", trigger: Trigger, now: datetime, host: str, pid: int) -> int:
+    """Record the run as running; returns its id."""
+    with engine.begin() as conn:
+        run_id = conn.execute(
+            insert(runs).values(job_name=job.name, status=RunStatus.RUNNING.value, trigger=trigger.value,
+                                host=host, pid=pid, started_at=now, items=0)
+        ).inserted_primary_key[0]
+        _upsert(conn, job.name, last_status=RunStatus.RUNNING.value, last_run_id=run_id, last_executed_at=now,
+                last_executed_by=f"{host}:{pid}")
+    return int(run_id)
+
+
+def finish_run(
+    engine: "Engine",
+    job: "JobConfig",
+    run_id: int,
+    status: RunStatus,
+    started: datetime,
+    finished: datetime,
+    counts: dict[str, int],
+    error: str | None,
+    retention: timedelta,
+) -> datetime | None:
+    """Record the outcome; only a success moves the schedule. Returns when the job is next due."""
+    duration = (finished - started).total_seconds()
+    with engine.begin() as conn:
+        conn.execute(
+            update(runs).where(runs.c.id == run_id).values(
+                status=status.value, finished_at=finished, duration_seconds=duration,
+                items=sum(counts.values()), counts=json.dumps(counts, sort_keys=True), error=error)
+        )
+        row = conn.execute(select(executions).where(executions.c.job_name == job.name)).mappings().first()
+        if row is None or row["last_run_id"] != run_id:
+            return None
+        values: dict[str, Any] = dict(last_status=status.value, last_finished_at=finished,
+                                      last_duration_seconds=duration, last_error=error)
+        slot = row["schedule_slot_at"]
+        failures = row["consecutive_failures"] or 0
+        if status is RunStatus.SUCCEEDED:
+            slot = satisfied_slot(job.schedule, slot, started)
+            values.update(last_success_at=finished, schedule_slot_at=slot, consecutive_failures=0,
+                          next_retry_at=None, last_error=None)
+            due = next_due(job.schedule, DueState(last_slot_at=slot))
+        elif status.counts_as_failure:
+            failures += 1
+            due = retry_at(job.schedule, job.retry_delays, failures, slot, started)
+            values.update(consecutive_failures=failures, next_retry_at=due)
+        else:
+            due = row["next_retry_at"] if failures else next_due(job.schedule, DueState(last_slot_at=slot))
+        due = None if due is not None and due.replace(tzinfo=None) == NEVER else due
+        values["next_scheduled_at"] = due
+        conn.execute(update(executions).where(executions.c.job_name == job.name).values(**values))
+        conn.execute(delete(runs).where(runs.c.job_name == job.name, runs.c.started_at < finished - retention,
+                                        runs.c.status != RunStatus.RUNNING.value))
+    return due
+
+
+def _upsert(conn: "Connection", job: str, **values: Any) -> None:
+    if conn.execute(update(executions).where(executions.c.job_name == job).values(**values)).rowcount:
+        return
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(executions).values(job_name=job, consecutive_failures=0, paused=False, **values))
+    except IntegrityError:
+        conn.execute(update(executions).where(executions.c.job_name == job).values(**values))
+
+
+def set_paused(engine: "Engine", job: str, paused: bool, by: str, now: datetime) -> bool:
+    """Pause or resume everywhere at once; returns whether anything changed."""
+    read_state(engine, job)  # creates the tables on a fresh database
+    with engine.begin() as conn:
+        row = conn.execute(select(executions.c.paused).where(executions.c.job_name == job)).first()
+        if row is not None and bool(row.paused) == paused:
+            return False
+        _upsert(conn, job, paused=paused, paused_at=now if paused else None, paused_by=by if paused else None)
+    return True
+
+
+def all_states(engine: "Engine") -> dict[str, "RowMapping"]:
+    def read() -> dict[str, "RowMapping"]:
+        with engine.connect() as conn:
+            return {r["job_name"]: r for r in conn.execute(select(executions)).mappings().all()}
+
+    return _with_schema(engine, read)
+
+
+def history(engine: "Engine", job: str | None, limit: int) -> list["RowMapping"]:
+    query = select(runs).order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(limit)
+    if job:
+        query = query.where(runs.c.job_name == job)
+
+    def read() -> list["RowMapping"]:
+        with engine.connect() as conn:
+            return list(conn.execute(query).mappings().all())
+
+    return _with_schema(engine, read)
+
+
+def run_counts(engine: "Engine") -> dict[tuple[str, str], int]:
+    """Runs per (job, status) still in history, for metrics."""
+    query = select(runs.c.job_name, runs.c.status, func.count()).group_by(runs.c.job_name, runs.c.status)
+
+    def read() -> dict[tuple[str, str], int]:
+        with engine.connect() as conn:
+            return {(job, status): n for job, status, n in conn.execute(query).all()}
+
+    return _with_schema(engine, read)

@@ -1,0 +1,169 @@
+"""Shared fixtures: real databases (skip locally, fail under CI=true), the CLI in and out of process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+PG_ADMIN_URL = os.environ.get("CRONWARDEN_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+MYSQL_ADMIN_URL = os.environ.get("CRONWARDEN_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _unavailable(what: str, exc: Exception) -> None:
+    """dramatiq's rule: a missing server skips the test locally and fails it in CI."""
+    if CI:
+        raise RuntimeError(f"{what} is not reachable under CI=true: {exc}") from exc
+    pytest.skip(f"{what} unavailable (not running or not reachable): {type(exc).__name__}")
+
+
+def _fresh_database(admin_url: str, what: str) -> Iterator[str]:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"cw_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT",
+                              connect_args={"connect_timeout": 3})
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name}"))
+    except Exception as exc:  # noqa: BLE001
+        _unavailable(what, exc)
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            if admin.dialect.name == "postgresql":
+                conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            else:
+                conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'cronwarden.db'}"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    yield from _fresh_database(PG_ADMIN_URL, "PostgreSQL")
+
+
+@pytest.fixture
+def mysql_url() -> Iterator[str]:
+    yield from _fresh_database(MYSQL_ADMIN_URL, "MariaDB")
+
+
+@pytest.fixture(params=["sqlite", "postgres", "mariadb"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """The same test on SQLite, PostgreSQL and MariaDB."""
+    name = {"sqlite": "sqlite_url", "postgres": "pg_url", "mariadb": "mysql_url"}[request.param]
+    return request.getfixturevalue(name)
+
+
+@pytest.fixture
+def engine(db_url: str):  # noqa: ANN201
+    from jobs.app_tables import create_default_tables
+    from jobs.db import make_engine
+    from jobs.schema import upgrade
+
+    eng = make_engine(db_url)
+    upgrade(eng)
+    create_default_tables(eng)
+    yield eng
+    eng.dispose()
+
+
+@dataclass
+class Workspace:
+    """A temporary working directory with a config file, a database URL and a lock folder."""
+
+    path: Path
+    db_url: str
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "cronwarden.toml"
+
+    def write_config(self, text: str) -> None:
+        self.config_file.write_text(text, encoding="utf-8")
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CRONWARDEN_")}
+        env.update(
+            CRONWARDEN_DATABASE_URL=self.db_url,
+            CRONWARDEN_CONFIG=str(self.config_file),
+            CRONWARDEN_LOCK_DIR=str(self.path / "locks"),
+            NO_COLOR="1",
+            PYTHONPATH=str(REPO),
+        )
+        env.update(extra)
+        return env
+
+    def popen(self, *args: str, env: dict[str, str] | None = None, **kw) -> subprocess.Popen:  # noqa: ANN003
+        return subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=self.path, env=env or self.env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+        """The real CLI as a separate process (locks, signals, crashes need real processes)."""
+        return subprocess.run([sys.executable, "-m", "cli", *args], cwd=self.path, env=env or self.env(),
+                              capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, db_url: str, engine) -> Workspace:  # noqa: ANN001
+    ws = Workspace(tmp_path, db_url)
+    ws.write_config("")
+    return ws
+
+
+@pytest.fixture
+def sqlite_workspace(tmp_path: Path, sqlite_url: str) -> Workspace:
+    from jobs.app_tables import create_default_tables
+    from jobs.db import make_engine
+    from jobs.schema import upgrade
+
+    eng = make_engine(sqlite_url)
+    upgrade(eng)
+    create_default_tables(eng)
+    eng.dispose()
+    ws = Workspace(tmp_path, sqlite_url)
+    ws.write_config("")
+    return ws
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path) -> Callable[..., Result]:
+    """The CLI in this process (so time-machine applies): cli(ws, *args) -> Result."""
+
+    def invoke(ws: Workspace, *args: str, env: dict[str, str] | None = None) -> Result:
+        from cli.app import main
+
+        for key in [k for k in os.environ if k.startswith("CRONWARDEN_")]:
+            monkeypatch.delenv(key)
+        for key, value in ws.env(**(env or {})).items():
+            if key.startswith("CRONWARDEN_") or key == "NO_COLOR":
+                monkeypatch.setenv(key, value)
+        monkeypatch.chdir(ws.path)
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+
+    return invoke
