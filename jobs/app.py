@@ -3,21 +3,34 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from .context import NoProgress, Progress
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from .config import Config
+    from .config import Config, JobConfig
     from .locks import LockBackend
+    from .outcome import RunReport, Trigger
+
+
+class Observer(Protocol):
+    """Watches runs (metrics, dead-man pings, traces). A failing observer never fails the job.
+
+    Optional: `batch(job, run_id) -> ContextManager` wraps every transaction of a run.
+    """
+
+    def run_started(self, job: "JobConfig", run_id: int, trigger: "Trigger") -> None: ...
+
+    def run_finished(self, job: "JobConfig", report: "RunReport") -> None: ...
 
 
 @dataclass
 class App:
     config: "Config"
     progress: Callable[[str], Progress] = field(default=lambda _job: NoProgress())
+    observers: list[Observer] = field(default_factory=list)
     _engine: "Engine | None" = None
     _locks: "LockBackend | None" = None
 

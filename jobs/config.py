@@ -21,7 +21,7 @@ from .spec import JobSpec
 DEFAULT_DATABASE_URL = "sqlite:///cronwarden.db"
 DEFAULT_RETRY_DELAYS = (timedelta(seconds=60), timedelta(seconds=300), timedelta(seconds=900))
 LOCK_BACKENDS = ("auto", "file", "postgres", "mysql", "lease")
-COMMON_JOB_KEYS = ("enabled", "interval", "cron", "timezone", "retry_delays", "timeout", "grace")
+COMMON_JOB_KEYS = ("enabled", "interval", "cron", "timezone", "retry_delays", "timeout", "grace", "ping_url")
 _TOP_KEYS = ("database_url", "locks", "retry", "history", "jobs")
 
 
@@ -53,6 +53,7 @@ class JobConfig:
     timeout: timedelta | None
     grace: timedelta
     settings: Any
+    ping_url: str | None = None
 
     @property
     def name(self) -> str:
@@ -234,4 +235,17 @@ def _job(spec: JobSpec, table: dict[str, Any], env: Mapping[str, str]) -> JobCon
     grace = _duration(table["grace"], f"{where} grace") if "grace" in table else default_grace
     own = {k: v for k, v in table.items() if k not in COMMON_JOB_KEYS}
     job_settings = settings_mod.build(spec.settings, own, where, env)
-    return JobConfig(spec, enabled, schedule, delays, timeout_td, grace, job_settings)
+    return JobConfig(spec, enabled, schedule, delays, timeout_td, grace, job_settings, _ping_url(table, where))
+
+
+def _ping_url(table: Mapping[str, Any], where: str) -> str | None:
+    """A healthchecks.io-style dead-man URL (http or https); it may embed a key, so it is treated as a secret."""
+    url = table.get("ping_url")
+    if url is None or url == "":
+        return None
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")) or any(c.isspace() for c in url):
+        raise ConfigError(f"{where} ping_url: expected an http:// or https:// URL")
+    from .secrets import remember
+
+    remember(url)
+    return url.rstrip("/")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import ExitStack
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
 
@@ -67,6 +68,7 @@ class JobContext:
         dry_run: bool = False,
         deadline: float | None = None,
         progress: Progress | None = None,
+        observers: list | None = None,
     ) -> None:
         self.job = job
         self.run_id = run_id
@@ -83,6 +85,7 @@ class JobContext:
         self._held = held
         self._deadline = deadline
         self._progress = progress or NoProgress()
+        self._batch_hooks = [o.batch for o in observers or () if hasattr(o, "batch")]
 
     def close(self) -> None:
         """End the progress display (the runner calls this when run() returns)."""
@@ -107,7 +110,9 @@ class JobContext:
 
         def attempt() -> T:
             started = time.perf_counter()
-            with self.engine.connect() as conn:
+            with ExitStack() as hooks, self.engine.connect() as conn:
+                for hook in self._batch_hooks:
+                    hooks.enter_context(hook(self.job, self.run_id))
                 tx = conn.begin()
                 try:
                     result = fn(conn, *args, **kwargs)

@@ -102,10 +102,11 @@ def _execute(app: "App", job: "JobConfig", trigger: Trigger, settings: Any, stop
     run_id = _db(app, lambda: tracking.start_run(app.engine, job, trigger, started, host, pid), "recording the start")
     logger = job_logger(job.name, run_id)
     logger.info("started (trigger=%s, host=%s, pid=%d)", trigger.value, host, pid)
+    _notify(app, logger, "run_started", job, run_id, trigger)
     deadline = time.monotonic() + job.timeout.total_seconds() if job.timeout is not None else None
     ctx = JobContext(job=job.name, run_id=run_id, now=started, engine=app.engine, log=logger,
                      retry=app.config.retry, stop=stop, held=held, deadline=deadline,
-                     progress=app.progress(job.name))
+                     progress=app.progress(job.name), observers=app.observers)
     report = RunReport(job.name, RunStatus.SUCCEEDED, trigger, run_id=run_id, started_at=started)
     try:
         job.spec.run(ctx, settings)
@@ -133,7 +134,17 @@ def _execute(app: "App", job: "JobConfig", trigger: Trigger, settings: Any, stop
         "recording the outcome",
     )
     _log_outcome(logger, report)
+    _notify(app, logger, "run_finished", job, report)
     return report
+
+
+def _notify(app: "App", logger: logging.LoggerAdapter, hook: str, *args: Any) -> None:
+    """Tell every observer, dramatiq-style: one failing observer cannot break the run or the others."""
+    for observer in app.observers:
+        try:
+            getattr(observer, hook)(*args)
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("%s of %s failed: %s", hook, type(observer).__name__, one_line(exc))
 
 
 def _log_outcome(logger: logging.LoggerAdapter, report: RunReport) -> None:
