@@ -14,7 +14,7 @@ EX_CONFIG = 78  # invalid configuration; nothing was touched
 EX_SIGINT = 128 + signal.SIGINT  # 130: interrupted by SIGINT (Ctrl-C)
 EX_SIGTERM = 128 + signal.SIGTERM  # 143: interrupted by SIGTERM (cron timeout, Kubernetes)
 
-_SEVERITY = [EX_OK, EX_FAILED, EX_TEMPFAIL, EX_SIGINT, EX_SIGTERM]
+_SEVERITY = [EX_OK, EX_FAILED, EX_TEMPFAIL, EX_CONFIG, EX_SIGINT, EX_SIGTERM]
 
 
 def for_signal(signum: int) -> int:
@@ -24,6 +24,8 @@ def for_signal(signum: int) -> int:
 def for_report(report: RunReport) -> int:
     if report.status is RunStatus.INTERRUPTED:
         return for_signal(report.signal or signal.SIGTERM)
+    if report.config_error:
+        return EX_CONFIG
     if report.status in (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED):
         return EX_TEMPFAIL if report.temporary else EX_FAILED
     return EX_OK

@@ -61,6 +61,7 @@ class RunReport:
     error: str | None = None
     next_due_at: datetime | None = None
     temporary: bool = False
+    config_error: bool = False
     signal: int | None = None
     details: list[str] = field(default_factory=list)
     transactions: int = 0

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from . import clock, signals, tracking
 from .context import JobContext
-from .errors import DatabaseUnavailable, Interrupted, LeaseLost, TimedOut, is_transient, one_line
+from .errors import ConfigError, DatabaseUnavailable, Interrupted, LeaseLost, TimedOut, is_transient, one_line
 from .outcome import RunReport, RunStatus, Trigger
 from .schedule import is_due
 
@@ -44,6 +44,8 @@ def run_job(app: "App", name: str, trigger: Trigger = Trigger.SCHEDULED, *, dry_
     settings = job.settings if settings is None else settings
     if not job.enabled:
         return RunReport(name, RunStatus.DISABLED, trigger)
+    if job.spec.validate is not None:
+        job.spec.validate(settings)
     if dry_run:
         return _dry_run(app, job, trigger, settings)
     row = _db(app, lambda: tracking.read_state(app.engine, name), "reading the tracking table")
@@ -197,6 +199,8 @@ def run_due(app: "App", names: list[str], on_report: Callable[[RunReport], None]
             report = run_job(app, name, Trigger.SCHEDULED)
         except DatabaseUnavailable as exc:
             report = RunReport(name, RunStatus.FAILED, error=str(exc), temporary=True)
+        except ConfigError as exc:
+            report = RunReport(name, RunStatus.FAILED, error=f"configuration: {exc}", config_error=True)
         reports.append(report)
         if on_report is not None:
             on_report(report)

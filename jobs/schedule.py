@@ -62,14 +62,18 @@ def parse_duration(text: object) -> timedelta:
 
 
 def format_duration(value: timedelta) -> str:
-    """The shortest exact form of a duration, for tables and messages."""
-    seconds = value.total_seconds()
-    if seconds and seconds < 1:
-        return f"{round(seconds * 1000)}ms"
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
+    """The shortest exact form of a duration ("1d", "1h30m", "250ms"), which parse_duration reads back."""
+    micros = round(value.total_seconds() * 1_000_000)
+    if micros == 0:
+        return "0s"
+    parts = []
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, micros = divmod(micros, size * 1_000_000)
+        if count:
+            parts.append(f"{count}{unit}")
+    if micros:
+        parts.append(f"{micros / 1000:g}ms" if micros % 1000 == 0 else f"{micros / 1_000_000:.6f}".rstrip("0") + "s")
+    return "".join(parts)
 
 
 @dataclass(frozen=True)

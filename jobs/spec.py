@@ -27,6 +27,9 @@ class JobSpec:
     schedule: the default, `"24h"`-style interval, a cron expression, or
       `"once"` for a job that is due only until it first succeeds.
     default_timeout: the default `timeout` ("30m"); None means no timeout.
+    validate: optional `validate(settings)` raising ConfigError for a problem
+      that only matters when this job runs (a missing password); it is called
+      before the database is touched, so the run exits 78 and changes nothing.
     """
 
     name: str
@@ -36,6 +39,7 @@ class JobSpec:
     description: str = ""
     default_timeout: timedelta | None = None
     lock_ttl: timedelta | None = None
+    validate: Callable[[Any], None] | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name) or len(self.name) > 128:

@@ -159,7 +159,8 @@ def _upsert(conn: "Connection", job: str, **values: Any) -> None:
         return
     try:
         with conn.begin_nested():
-            conn.execute(insert(executions).values(job_name=job, consecutive_failures=0, paused=False, **values))
+            conn.execute(insert(executions).values({"job_name": job, "consecutive_failures": 0, "paused": False,
+                                                    **values}))
     except IntegrityError:
         conn.execute(update(executions).where(executions.c.job_name == job).values(**values))
 

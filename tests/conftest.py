@@ -16,6 +16,7 @@ CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_ADMIN_URL = os.environ.get("CRONWARDEN_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MYSQL_ADMIN_URL = os.environ.get("CRONWARDEN_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test")
 REPO = Path(__file__).resolve().parent.parent
+PLUGINS = Path(__file__).resolve().parent / "plugin_pkg"
 
 
 def _unavailable(what: str, exc: Exception) -> None:
@@ -89,6 +90,7 @@ class Workspace:
 
     path: Path
     db_url: str
+    plugins: bool = False
 
     @property
     def config_file(self) -> Path:
@@ -104,7 +106,7 @@ class Workspace:
             CRONWARDEN_CONFIG=str(self.config_file),
             CRONWARDEN_LOCK_DIR=str(self.path / "locks"),
             NO_COLOR="1",
-            PYTHONPATH=str(REPO),
+            PYTHONPATH=os.pathsep.join([str(REPO)] + ([str(PLUGINS)] if self.plugins else [])),
         )
         env.update(extra)
         return env
@@ -124,6 +126,13 @@ def workspace(tmp_path: Path, db_url: str, engine) -> Workspace:  # noqa: ANN001
     ws = Workspace(tmp_path, db_url)
     ws.write_config("")
     return ws
+
+
+@pytest.fixture
+def plugin_workspace(workspace: Workspace) -> Workspace:
+    """A workspace whose CLI also sees the test jobs of tests/plugin_pkg (a user's own package)."""
+    workspace.plugins = True
+    return workspace
 
 
 @pytest.fixture
@@ -161,6 +170,8 @@ def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path
             if key.startswith("CRONWARDEN_") or key == "NO_COLOR":
                 monkeypatch.setenv(key, value)
         monkeypatch.chdir(ws.path)
+        if ws.plugins:
+            monkeypatch.syspath_prepend(str(PLUGINS))
         capsys.readouterr()
         code = main(list(args))
         out, err = capsys.readouterr()

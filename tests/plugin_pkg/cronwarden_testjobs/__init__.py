@@ -1,0 +1,71 @@
+"""A user's own jobs, in their own package, registered through the `cronwarden.jobs` entry point.
+
+They exist for the tests of the machinery (locking, crashes, signals, failures): each
+records what it does in a side table so a test can see every entry and exit.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import Column, Integer, MetaData, String, Table, insert
+
+from jobs import JobContext, JobSpec, PermanentError, TransientError, setting
+
+side_md = MetaData()
+side_effects = Table(
+    "side_effects", side_md,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job", String(64), nullable=False),
+    Column("event", String(16), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("batch", Integer, nullable=False, default=0),
+)
+
+
+@dataclass(frozen=True)
+class SleeperSettings:
+    batches: int = setting(3, min=0, cli=True, help="How many batches.")
+    batch_seconds: float = setting(0.2, min=0, cli=True, help="Seconds each batch holds its transaction.")
+
+
+def _record(conn, job: str, event: str, batch: int = 0) -> None:  # noqa: ANN001
+    side_md.create_all(conn, checkfirst=True)
+    conn.execute(insert(side_effects).values(job=job, event=event, pid=os.getpid(), batch=batch))
+
+
+def sleeper(ctx: JobContext, s: SleeperSettings) -> None:
+    """Enters, sleeps inside each batch's transaction, exits: all recorded in side_effects."""
+    ctx.in_transaction(_record, ctx.job, "enter")
+    for n in range(1, s.batches + 1):
+        ctx.in_transaction(_sleep_batch, ctx.job, n, s.batch_seconds)
+        ctx.count("batches", 1)
+    ctx.in_transaction(_record, ctx.job, "exit")
+
+
+def _sleep_batch(conn, job: str, n: int, seconds: float) -> None:  # noqa: ANN001
+    _record(conn, job, "batch", n)
+    time.sleep(seconds)
+
+
+@dataclass(frozen=True)
+class FailSettings:
+    message: str = setting("boom", help="The error text.")
+    transient: bool = setting(False, help="Raise a transient error instead of a permanent one.")
+
+
+def fail(ctx: JobContext, s: FailSettings) -> None:
+    ctx.in_transaction(_record, ctx.job, "enter")
+    if s.transient:
+        raise TransientError(s.message)
+    raise PermanentError(s.message)
+
+
+JOBS = [
+    JobSpec(name="test-sleeper", run=sleeper, settings=SleeperSettings, schedule="1h",
+            description="Test job: sleeps in batches and records entries."),
+    JobSpec(name="test-fail", run=fail, settings=FailSettings, schedule="24h",
+            description="Test job: always fails."),
+]
