@@ -222,7 +222,7 @@ def _job(spec: JobSpec, table: dict[str, Any], env: Mapping[str, str]) -> JobCon
     try:
         schedule = parse_schedule(interval, cron, tz)
     except ValueError as exc:
-        key = "cron" if cron is not None else "interval"
+        key = "interval" if interval is not None else "timezone" if "time zone" in str(exc) else "cron"
         raise ConfigError(f"{where} {key}: {exc}") from None
     delays_raw = table.get("retry_delays", ["60s", "300s", "900s"])
     if not isinstance(delays_raw, list) or len(delays_raw) > 20:

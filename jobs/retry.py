@@ -41,7 +41,7 @@ def call(
         wait_exponential_jitter,
     )
 
-    log.warning("%s failed (%s); retrying", what, _brief(first_error))
+    log.info("%s failed (%s); retrying", what, _brief(first_error))
 
     def before(_state) -> None:  # noqa: ANN001
         if before_attempt is not None:
@@ -50,7 +50,7 @@ def call(
     def after(state) -> None:  # noqa: ANN001
         exc = state.outcome.exception() if state.outcome else None
         if exc is not None and is_transient(exc):
-            log.warning("%s failed again (attempt %d): %s", what, state.attempt_number + 1, _brief(exc))
+            log.info("%s failed again (attempt %d): %s", what, state.attempt_number + 1, _brief(exc))
 
     retrying = Retrying(
         stop=stop_after_attempt(policy.attempts - 1) | stop_after_delay(policy.max_time.total_seconds()),

@@ -75,7 +75,7 @@ def build(settings_type: type, raw: dict[str, Any], where: str, environ: typing.
         if f is None or f.metadata.get("env") and type_of(settings_type, f) is Secret:
             hint = "" if f is None else f" (set it through {f.metadata['env']} or {f.metadata['env']}_FILE)"
             raise ConfigError(f"{where}: unknown key {key!r}{hint}")
-        values[name] = coerce(settings_type, f, value, f"{where}.{key}")
+        values[name] = coerce(settings_type, f, value, f"{where} {key}", strict=True)
     for f in known.values():
         env = f.metadata.get("env")
         if env and f.name not in values:
@@ -97,7 +97,7 @@ def override(settings: Any, overrides: dict[str, Any], where_for: Callable[[str]
     settings_type = type(settings)
     known = {f.name: f for f in fields_of(settings_type)}
     changes = {
-        name: coerce(settings_type, known[name], value, where_for(name))
+        name: coerce(settings_type, known[name], value, where_for(name), strict=True)
         for name, value in overrides.items()
         if value is not None
     }
@@ -122,9 +122,13 @@ def read_env(name: str, environ: typing.Mapping[str, str]) -> str | None:
         raise ConfigError(f"{name}_FILE: cannot read {path!r}: {exc.__class__.__name__}") from None
 
 
-def coerce(settings_type: type, f: dataclasses.Field, value: Any, where: str) -> Any:
+def coerce(settings_type: type, f: dataclasses.Field, value: Any, where: str, *, strict: bool = False) -> Any:
+    """Validate one value; strict (TOML) refuses "7" for a number, lenient (environment) reads it."""
     kind = type_of(settings_type, f)
     meta = f.metadata
+    if strict and isinstance(value, str) and kind in (int, float, bool):
+        raise ConfigError(f"{where}: expected {'true or false' if kind is bool else 'a number'}, "
+                          f"got the string {value!r}")
     result = _coerce_type(kind, value, where)
     number = result.total_seconds() if isinstance(result, timedelta) else result
     if isinstance(number, (int, float)) and not isinstance(number, bool):

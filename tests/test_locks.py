@@ -1,0 +1,112 @@
+"""One contract for every lock backend (ShedLock-style), on the databases each one serves."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+
+from jobs.errors import LeaseLost
+from tests.locks_helpers import PAIRS, build_backend, pair_id, url_for
+
+TTL = timedelta(seconds=3)
+
+
+@pytest.fixture(params=PAIRS, ids=pair_id)
+def backends(request, tmp_path):  # noqa: ANN001, ANN201
+    """Two independent instances of one backend (two 'processes'), on their own engines."""
+    database, backend = request.param
+    url = url_for(request, database)
+    first, e1 = build_backend(url, backend, tmp_path / "locks")
+    second, e2 = build_backend(url, backend, tmp_path / "locks")
+    yield first, second, e1
+    e1.dispose()
+    e2.dispose()
+
+
+def test_a_held_lock_is_not_granted_again(backends):
+    first, second, _ = backends
+    held = first.try_acquire("job-a", TTL)
+    assert held is not None
+    assert second.try_acquire("job-a", TTL) is None
+    held.release()
+
+
+def test_a_released_lock_can_be_taken(backends):
+    first, second, _ = backends
+    first.try_acquire("job-a", TTL).release()
+    again = second.try_acquire("job-a", TTL)
+    assert again is not None
+    again.release()
+
+
+def test_locks_are_per_job(backends):
+    first, second, _ = backends
+    a = first.try_acquire("job-a", TTL)
+    b = second.try_acquire("job-b", TTL)
+    assert a is not None and b is not None
+    a.release()
+    b.release()
+
+
+def test_busy_lock_answers_without_waiting(backends):
+    first, second, _ = backends
+    held = first.try_acquire("job-a", TTL)
+    attempts = [second.try_acquire("job-a", TTL) for _ in range(20)]
+    assert attempts == [None] * 20
+    held.release()
+
+
+def test_a_held_lock_verifies_inside_a_transaction(backends):
+    first, _, engine = backends
+    held = first.try_acquire("job-a", TTL)
+    with engine.begin() as conn:
+        held.verify(conn)
+    held.release()
+
+
+@pytest.fixture(params=[p for p in PAIRS if p[1] == "lease"], ids=pair_id)
+def leases(request, tmp_path):  # noqa: ANN001, ANN201
+    database, backend = request.param
+    url = url_for(request, database)
+    first, e1 = build_backend(url, backend, tmp_path / "locks", ttl="2s")
+    second, e2 = build_backend(url, backend, tmp_path / "locks", ttl="2s")
+    yield first, second, e1
+    e1.dispose()
+    e2.dispose()
+
+
+def test_lease_is_renewed_while_the_run_lasts_longer_than_its_ttl(leases):
+    first, second, _ = leases
+    held = first.try_acquire("job-a", timedelta(seconds=2))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        assert second.try_acquire("job-a", timedelta(seconds=2)) is None
+        time.sleep(0.25)
+    held.release()
+    assert second.try_acquire("job-a", timedelta(seconds=2)) is not None
+
+
+def test_a_broken_lease_is_noticed_before_commit(leases):
+    first, second, engine = leases
+    held = first.try_acquire("job-a", timedelta(seconds=2))
+    assert second.break_lease("job-a") is True
+    taken = second.try_acquire("job-a", timedelta(seconds=2))
+    assert taken is not None
+    with pytest.raises(LeaseLost), engine.begin() as conn:
+        held.verify(conn)
+    held.release()
+    with engine.begin() as conn:
+        taken.verify(conn)
+    taken.release()
+
+
+def test_an_unrenewed_lease_expires_after_its_ttl(leases):
+    first, second, _ = leases
+    token_holder = first.try_acquire("job-a", timedelta(seconds=2))
+    token_holder._stop.set()  # the renewal thread stops, as if the process froze
+    token_holder._thread.join()
+    assert second.try_acquire("job-a", timedelta(seconds=2)) is None
+    time.sleep(2.3)
+    assert second.try_acquire("job-a", timedelta(seconds=2)) is not None
