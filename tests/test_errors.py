@@ -1,0 +1,78 @@
+"""Failures end in the contract's exit codes, are recorded, and never leak the database password."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+MARKER = "PW-MARKER-7f3a9"
+
+
+def test_unreachable_database_exits_75_after_bounded_retries_with_one_line(sqlite_workspace):
+    sqlite_workspace.write_config('[retry]\nattempts = 3\ninitial_wait = "0.1s"\nmax_time = "2s"\n')
+    env = sqlite_workspace.env(CRONWARDEN_DATABASE_URL=f"postgresql://cw:{MARKER}@127.0.0.1:9/none")
+    result = sqlite_workspace.run("--quiet", "refresh-token-cleanup", env=env)
+    assert result.returncode == 75
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "database unreachable" in lines[0], result.stderr
+    assert MARKER not in result.stdout + result.stderr
+
+
+def test_unreachable_database_logs_each_retry_when_not_quiet(sqlite_workspace):
+    sqlite_workspace.write_config('[retry]\nattempts = 3\ninitial_wait = "0.1s"\nmax_time = "2s"\n')
+    env = sqlite_workspace.env(CRONWARDEN_DATABASE_URL=f"postgresql://cw:{MARKER}@127.0.0.1:9/none")
+    result = sqlite_workspace.run("status", env=env)
+    assert result.returncode == 75
+    assert "retrying" in result.stderr and "failed again (attempt 3)" in result.stderr
+    assert MARKER not in result.stderr
+
+
+def test_failing_job_exits_1_and_records_error_and_streak(plugin_workspace, cli):
+    first = cli(plugin_workspace, "test-fail", "--json")
+    assert first.exit_code == 1
+    assert json.loads(first.stdout)["error"] == "boom"
+    second = cli(plugin_workspace, "test-fail", "--force")
+    assert second.exit_code == 1
+    status = {j["name"]: j for j in json.loads(cli(plugin_workspace, "status", "--json").stdout)["jobs"]}
+    assert status["test-fail"]["consecutive_failures"] == 2
+    assert status["test-fail"]["state"] == "failing"
+    assert "boom" in status["test-fail"]["last_error"]
+    runs = json.loads(cli(plugin_workspace, "history", "test-fail", "--json").stdout)["runs"]
+    assert [r["status"] for r in runs] == ["failed", "failed"] and all("boom" in r["error"] for r in runs)
+
+
+def test_failure_is_one_log_line_with_job_and_run_id(plugin_workspace):
+    result = plugin_workspace.run("--quiet", "test-fail")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "test-fail run=1" in lines[0] and "boom" in lines[0]
+
+
+@pytest.fixture
+def pg_with_password(pg_url):  # noqa: ANN001
+    """The same server (trust auth ignores the password), reached through a URL carrying one."""
+    return pg_url.replace("postgres@", f"postgres:{MARKER}@")
+
+
+def test_database_password_never_appears_in_output_logs_or_history(tmp_path, pg_with_password):
+    from tests.conftest import Workspace
+
+    ws = Workspace(tmp_path, pg_with_password, plugins=True)
+    ws.write_config("")
+    outputs = [
+        ws.run("db", "upgrade", "--app-tables"),
+        ws.run("refresh-token-cleanup", "--json"),
+        ws.run("--log-format", "json", "refresh-token-cleanup", "--force"),
+        ws.run("test-fail", "--json"),
+        ws.run("status", "--json"),
+        ws.run("status"),
+        ws.run("history", "--json"),
+        ws.run("check", "--json"),
+        ws.run("list"),
+        ws.run("--verbose", "test-fail", "--force"),
+    ]
+    assert [o.returncode for o in outputs] == [0, 0, 0, 1, 0, 0, 0, 1, 0, 1]
+    for output in outputs:
+        assert MARKER not in output.stdout and MARKER not in output.stderr
+    assert "***" in json.loads(outputs[4].stdout)["database"]
