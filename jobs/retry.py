@@ -55,7 +55,7 @@ def call(
     retrying = Retrying(
         stop=stop_after_attempt(policy.attempts - 1) | stop_after_delay(policy.max_time.total_seconds()),
         wait=wait_exponential_jitter(
-            initial=policy.initial_wait.total_seconds(),
+            multiplier=policy.initial_wait.total_seconds(),
             max=policy.max_wait.total_seconds(),
             jitter=policy.initial_wait.total_seconds(),
         ),

@@ -63,9 +63,34 @@ def fail(ctx: JobContext, s: FailSettings) -> None:
     raise PermanentError(s.message)
 
 
+@dataclass(frozen=True)
+class FlakySettings:
+    fail_times: int = setting(2, min=0, cli=True, help="Attempts of the batch that fail before one succeeds.")
+    transient: bool = setting(True, help="Fail with a transient (retried) or a permanent error.")
+
+
+_attempts = {"n": 0}
+
+
+def flaky(ctx: JobContext, s: FlakySettings) -> None:
+    """One batch that fails its first `fail_times` attempts; counts every attempt."""
+    _attempts["n"] = 0
+
+    def batch(conn) -> None:  # noqa: ANN001
+        _attempts["n"] += 1
+        ctx.count("attempts", 1)
+        _record(conn, ctx.job, "batch", _attempts["n"])
+        if _attempts["n"] <= s.fail_times:
+            raise (TransientError if s.transient else PermanentError)(f"attempt {_attempts['n']} failed")
+
+    ctx.in_transaction(batch)
+
+
 JOBS = [
     JobSpec(name="test-sleeper", run=sleeper, settings=SleeperSettings, schedule="1h",
             description="Test job: sleeps in batches and records entries."),
     JobSpec(name="test-fail", run=fail, settings=FailSettings, schedule="24h",
             description="Test job: always fails."),
+    JobSpec(name="test-flaky", run=flaky, settings=FlakySettings, schedule="24h",
+            description="Test job: a batch that fails a few attempts."),
 ]

@@ -1,0 +1,91 @@
+"""Non-blocking, per-job locks. "Locked" is a normal outcome (None), never an error.
+
+Every backend states `crash_bound`: how long a holder killed with SIGKILL can
+keep the job locked. Backends are chosen from the database URL unless
+configured (`[locks] backend`).
+"""
+
+from __future__ import annotations
+
+import socket
+import os
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import TYPE_CHECKING, Iterator, Protocol
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+    from ..config import Config
+
+
+class Held(Protocol):
+    """A lock this process holds."""
+
+    def verify(self, conn: "Connection") -> None:
+        """Raise LeaseLost if the lock is no longer ours; called inside each batch before commit."""
+
+    def release(self) -> None:
+        """Give the lock back; safe to call twice."""
+
+
+class LockBackend(Protocol):
+    name: str
+    crash_bound: str
+
+    def try_acquire(self, job: str, ttl: timedelta) -> Held | None:
+        """Take the job's lock without waiting; None when another process holds it."""
+
+
+def owner_id() -> str:
+    """host:pid, as stored in locks and run history."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def backend_name(config: "Config") -> str:
+    if config.locks.backend != "auto":
+        return config.locks.backend
+    from ..db import dialect_of
+
+    return {"sqlite": "file", "postgresql": "postgres", "mysql": "mysql"}.get(dialect_of(config.database_url), "lease")
+
+
+def backend_for(config: "Config", engine: "Engine") -> LockBackend:
+    name = backend_name(config)
+    if name == "file":
+        from .file import FileLockBackend
+
+        return FileLockBackend(lock_directory(config))
+    if name == "postgres":
+        from .postgres import PostgresLockBackend
+
+        return PostgresLockBackend(engine)
+    if name == "mysql":
+        from .mysql import MySQLLockBackend
+
+        return MySQLLockBackend(engine)
+    from .lease import LeaseLockBackend
+
+    return LeaseLockBackend(engine)
+
+
+def lock_directory(config: "Config"):  # noqa: ANN201
+    """[locks] directory or CRONWARDEN_LOCK_DIR; else `locks/` beside the SQLite file; else ./locks."""
+    from pathlib import Path
+
+    from ..db import sqlite_path
+
+    if config.locks.directory is not None:
+        return config.locks.directory
+    path = sqlite_path(config.database_url)
+    return (path.parent if path is not None else Path(".")) / "locks"
+
+
+@contextmanager
+def holding(backend: LockBackend, job: str, ttl: timedelta) -> Iterator[Held | None]:
+    held = backend.try_acquire(job, ttl)
+    try:
+        yield held
+    finally:
+        if held is not None:
+            held.release()

@@ -1,0 +1,166 @@
+"""ShedLock-style lease row, timed by the database server's clock.
+
+Taken with one atomic statement (INSERT, else UPDATE ... WHERE lock_until <=
+server now), renewed every TTL/2 by a thread with its own connection, and
+checked for ownership inside each batch's transaction before it commits.
+Works on any database and through connection poolers (no session state).
+Bound: a SIGKILLed holder keeps the job at most one TTL after its last renewal.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from datetime import timedelta
+
+from ..errors import LeaseLost
+from . import owner_id
+
+log = logging.getLogger("cronwarden.lock")
+
+
+def server_now(dialect: str) -> str:
+    """SQL for the database server's current UTC time, in the UTCDateTime storage form."""
+    if dialect == "postgresql":
+        return "(clock_timestamp() AT TIME ZONE 'UTC')"
+    if dialect == "mysql":
+        return "UTC_TIMESTAMP(6)"
+    return "(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')"
+
+
+def server_now_plus(dialect: str) -> str:
+    """SQL for server now + :ttl_us microseconds."""
+    if dialect == "postgresql":
+        return "(clock_timestamp() AT TIME ZONE 'UTC' + make_interval(secs => :ttl_us / 1000000.0))"
+    if dialect == "mysql":
+        return "DATE_ADD(UTC_TIMESTAMP(6), INTERVAL :ttl_us MICROSECOND)"
+    return "(strftime('%Y-%m-%d %H:%M:%f', 'now', '+' || (:ttl_us / 1000000.0) || ' seconds') || '000')"
+
+
+class _Lease:
+    def __init__(self, backend: "LeaseLockBackend", job: str, token: str, ttl: timedelta) -> None:
+        self._backend = backend
+        self.job = job
+        self.token = token
+        self.ttl = ttl
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew_loop, name=f"lease-{job}", daemon=True)
+        self._thread.start()
+
+    def _renew_loop(self) -> None:
+        interval = self.ttl.total_seconds() / 2
+        while not self._stop.wait(interval):
+            try:
+                if not self._backend.renew(self.job, self.token, self.ttl):
+                    self.lost = True
+                    log.error("lease for %s was taken by another process", self.job)
+                    return
+            except Exception as exc:  # noqa: BLE001 - a failed renewal is retried next period
+                log.warning("lease renewal for %s failed: %s", self.job, type(exc).__name__)
+
+    def verify(self, conn) -> None:  # noqa: ANN001
+        if self.lost or not self._backend.owns(conn, self.job, self.token):
+            self.lost = True
+            raise LeaseLost(f"lost the lease on {self.job}: another process may have taken it")
+
+    def release(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            self._backend.give_back(self.job, self.token)
+        except Exception as exc:  # noqa: BLE001 - the lease then expires by itself
+            log.warning("could not release lease for %s (%s); it expires within its TTL", self.job,
+                        type(exc).__name__)
+
+
+class LeaseLockBackend:
+    name = "lease"
+    crash_bound = "one lease TTL ([locks] lease_ttl, default 5 min) after the last renewal"
+
+    def __init__(self, engine) -> None:  # noqa: ANN001
+        from ..db import dialect_of
+
+        self.engine = engine
+        self.dialect = dialect_of(str(engine.url))
+        self.now_sql = server_now(self.dialect)
+        self.until_sql = server_now_plus(self.dialect)
+
+    def try_acquire(self, job: str, ttl: timedelta) -> _Lease | None:
+        from sqlalchemy import text
+        from sqlalchemy.exc import IntegrityError
+
+        token = uuid.uuid4().hex
+        params = {"job": job, "by": owner_id(), "token": token, "ttl_us": int(ttl.total_seconds() * 1_000_000)}
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    text(
+                        "INSERT INTO job_leases (job_name, lock_until, locked_at, locked_by, token) "
+                        f"VALUES (:job, {self.until_sql}, {self.now_sql}, :by, :token)"
+                    ),
+                    params,
+                )
+            return _Lease(self, job, token, ttl)
+        except IntegrityError:
+            pass
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                text(
+                    f"UPDATE job_leases SET lock_until = {self.until_sql}, locked_at = {self.now_sql}, "
+                    f"locked_by = :by, token = :token WHERE job_name = :job AND lock_until <= {self.now_sql}"
+                ),
+                params,
+            ).rowcount
+        return _Lease(self, job, token, ttl) if taken == 1 else None
+
+    def renew(self, job: str, token: str, ttl: timedelta) -> bool:
+        from sqlalchemy import text
+
+        with self.engine.begin() as conn:
+            return conn.execute(
+                text(f"UPDATE job_leases SET lock_until = {self.until_sql} WHERE job_name = :job AND token = :token"),
+                {"job": job, "token": token, "ttl_us": int(ttl.total_seconds() * 1_000_000)},
+            ).rowcount == 1
+
+    def owns(self, conn, job: str, token: str) -> bool:  # noqa: ANN001
+        from sqlalchemy import text
+
+        return conn.execute(
+            text(f"SELECT 1 FROM job_leases WHERE job_name = :job AND token = :token AND lock_until > {self.now_sql}"),
+            {"job": job, "token": token},
+        ).first() is not None
+
+    def give_back(self, job: str, token: str) -> None:
+        from sqlalchemy import text
+
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(f"UPDATE job_leases SET lock_until = {self.now_sql} WHERE job_name = :job AND token = :token"),
+                {"job": job, "token": token},
+            )
+
+    def break_lease(self, job: str) -> bool:
+        """`cronwarden unlock`: end whoever's lease now; True when there was a live one."""
+        from sqlalchemy import text
+
+        with self.engine.begin() as conn:
+            return conn.execute(
+                text(f"UPDATE job_leases SET lock_until = {self.now_sql}, token = 'broken' "
+                     f"WHERE job_name = :job AND lock_until > {self.now_sql}"),
+                {"job": job},
+            ).rowcount == 1
+
+    def describe(self, job: str) -> dict | None:
+        from sqlalchemy import text
+
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                text(f"SELECT locked_by, locked_at, lock_until, lock_until > {self.now_sql} AS live "
+                     "FROM job_leases WHERE job_name = :job"),
+                {"job": job},
+            ).mappings().first()
+        return dict(row) if row else None
