@@ -124,8 +124,12 @@ def check(
                                   for j in jobs]})
         return code
     for j in bad:
-        detail = (f"{j.consecutive_failures} failure(s) in a row, last: {j.last_error}" if j.state == "failing"
-                  else f"overdue by {int(j.overdue_seconds)}s (was due {render.when(j.next_due_at)} UTC)")
+        if j.state == "failing":
+            detail = f"{j.consecutive_failures} failure(s) in a row, last: {j.last_error}"
+        elif j.state == "stuck":
+            detail = f"running since {render.when(j.last_executed_at)} UTC on {j.last_executed_by}"
+        else:
+            detail = f"overdue by {int(j.overdue_seconds)}s (was due {render.when(j.next_due_at)} UTC)"
         render.line(f"{j.state.upper()} {j.name}: {detail}")
     if not bad and not _state(ctx).quiet:
         render.line(f"OK: {len(jobs)} jobs, none overdue or failing")

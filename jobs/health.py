@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Mapping
 
 from .outcome import RunStatus
@@ -12,10 +12,14 @@ from .tracking import next_due_at
 if TYPE_CHECKING:
     from .config import Config
 
+STUCK_AFTER = timedelta(hours=6)
+
 
 @dataclass(frozen=True)
 class JobHealth:
-    """state: ok | pending (never ran) | overdue (past next due + grace) | failing | paused | disabled | running."""
+    """state: ok | pending (never ran) | overdue (past next due + grace) | failing | paused | disabled |
+    running | stuck (still `running` past its timeout, or 6 h, plus grace: its process most likely died
+    and no later tick has reaped it yet)."""
 
     name: str
     schedule: str
@@ -34,7 +38,7 @@ class JobHealth:
 
     @property
     def alarming(self) -> bool:
-        return self.state in ("overdue", "failing")
+        return self.state in ("overdue", "failing", "stuck")
 
     def as_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -62,7 +66,9 @@ def _assess_one(config: "Config", name: str, row: Any, now: datetime) -> JobHeal
     elif failures > 0:
         state = "failing"
     elif last_status == RunStatus.RUNNING.value:
-        state = "running"
+        started = get("last_executed_at")
+        limit = (job.timeout or STUCK_AFTER) + job.grace
+        state = "stuck" if started is not None and now - started > limit else "running"
     elif row is None or get("last_success_at") is None and due is None:
         state = "pending"
     elif overdue > 0:

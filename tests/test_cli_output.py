@@ -161,3 +161,22 @@ def test_unlock_breaks_a_stale_lease(workspace, cli):
     assert cli(workspace, "unlock", "refresh-token-cleanup").stdout.strip() == "refresh-token-cleanup: lease broken"
     assert json.loads(cli(workspace, "refresh-token-cleanup", "--json").stdout)["status"] == "succeeded"
     engine.dispose()
+
+
+def test_check_flags_a_run_stuck_in_running_long_past_its_timeout(workspace, cli, engine):
+    from jobs import tracking
+    from jobs.registry import builtin_specs
+    import tomllib
+    from jobs import config as config_mod
+    from jobs.outcome import Trigger
+
+    cfg = config_mod.load(tomllib.loads('[jobs.refresh-token-cleanup]\ntimeout = "10m"\n'), builtin_specs(),
+                          database_url=workspace.db_url)
+    tracking.start_run(engine, cfg.job("refresh-token-cleanup"), Trigger.SCHEDULED, T0, "node-1", 4242)
+    workspace.write_config('[jobs.refresh-token-cleanup]\ntimeout = "10m"\ngrace = "5m"\n')
+    with at(T0 + timedelta(minutes=14)):
+        assert cli(workspace, "check").exit_code == 0
+    with at(T0 + timedelta(minutes=16)):
+        result = cli(workspace, "check")
+    assert result.exit_code == 1
+    assert "STUCK refresh-token-cleanup: running since 2026-05-04 03:00:00 UTC on node-1:4242" in result.stdout
