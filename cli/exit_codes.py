@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import signal
+from typing import TYPE_CHECKING
 
-from jobs.outcome import RunReport, RunStatus
+if TYPE_CHECKING:
+    from jobs.outcome import RunReport
 
 EX_OK = 0  # ran, or skipped on purpose (not due, locked, disabled, paused)
 EX_FAILED = 1  # the job failed (or `check` found a job overdue or failing)
@@ -21,7 +23,9 @@ def for_signal(signum: int) -> int:
     return 128 + signum
 
 
-def for_report(report: RunReport) -> int:
+def for_report(report: "RunReport") -> int:
+    from jobs.outcome import RunStatus
+
     if report.status is RunStatus.INTERRUPTED:
         return for_signal(report.signal or signal.SIGTERM)
     if report.config_error:

@@ -7,17 +7,27 @@ import sys
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
-from jobs.outcome import RunReport, RunStatus
-from jobs.secrets import redact
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jobs.outcome import RunReport
+
+
+def redact(text: str) -> str:
+    """Imported late so the shadowing guard can report before any `jobs` package is imported."""
+    from jobs.secrets import redact as mask
+
+    return mask(text)
 
 
 def is_terminal() -> bool:
     return sys.stdout.isatty()
 
 
-def error(message: str) -> None:
-    """One clear line on stderr."""
-    print(f"cronwarden: error: {redact(' '.join(str(message).split()))}", file=sys.stderr)
+def error(message: str, *, masked: bool = True) -> None:
+    """One clear line on stderr (masked=False only for the start-up guard, before `jobs` may be imported)."""
+    text = " ".join(str(message).split())
+    print(f"cronwarden: error: {redact(text) if masked else text}", file=sys.stderr)
 
 
 def line(text: str) -> None:
@@ -82,7 +92,7 @@ STATUS_STYLES = {
 }
 
 
-def run_report(report: RunReport, *, as_json: bool, quiet: bool, exit_code: int) -> None:
+def run_report(report: "RunReport", *, as_json: bool, quiet: bool, exit_code: int) -> None:
     """What a job invocation prints on stdout (logs go to stderr separately)."""
     if as_json:
         json_out({**report.as_dict(), "exit_code": exit_code})
@@ -92,7 +102,7 @@ def run_report(report: RunReport, *, as_json: bool, quiet: bool, exit_code: int)
     summary(report)
 
 
-def summary(report: RunReport) -> None:
+def summary(report: "RunReport") -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -102,6 +112,8 @@ def summary(report: RunReport) -> None:
     t.add_column("", style="bold")
     t.add_column("")
     t.add_row("status", _style(status, None))
+    from jobs.outcome import RunStatus
+
     if report.status.is_skip:
         if report.next_due_at:
             t.add_row("next due", when(report.next_due_at))
@@ -126,7 +138,7 @@ def summary(report: RunReport) -> None:
         console.print(f"... and {len(report.details) - 50} more")
 
 
-def plain_details(report: RunReport) -> None:
+def plain_details(report: "RunReport") -> None:
     """A dry run under cron lists what it would change as plain lines."""
     for detail in report.details:
         line(detail)
