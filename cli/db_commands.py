@@ -14,6 +14,7 @@ def register(app: typer.Typer) -> None:
     db = typer.Typer(help="The tool's own tables.", no_args_is_help=True)
     db.command(name="upgrade")(upgrade)
     app.add_typer(db, name="db")
+    app.command(name="demo")(demo)
 
 
 @handled
@@ -38,3 +39,51 @@ def upgrade(
             render.line(change)
         render.line(f"schema up to date ({app.config.safe_database_url})")
     return exit_codes.EX_OK
+
+
+@handled
+def demo(ctx: typer.Context) -> int:
+    """Embedded SQLite: create sample data, run every job once, show the status table."""
+    import dataclasses
+    import secrets as random_secrets
+
+    from pathlib import Path
+
+    from jobs import clock, schema
+    from jobs import demo as demo_data
+    from jobs.errors import UsageError
+    from jobs.outcome import Trigger
+    from jobs.runner import run_job
+    from jobs.secrets import Secret
+
+    state = ctx.find_root().obj
+    app = state.app()
+    if app.engine.dialect.name != "sqlite":
+        raise UsageError("demo runs on the embedded SQLite database only; unset CRONWARDEN_DATABASE_URL")
+    schema.upgrade(app.engine)
+    settings = {name: job.settings for name, job in app.config.jobs.items()}
+    log_dir = getattr(settings.get("log-cleanup"), "log_directory", None) or "logs"
+    created = demo_data.seed(app.engine, clock.utcnow(), Path(log_dir))
+    if created:
+        render.line("sample data: " + ", ".join(f"{n} {what}" for what, n in created.items()))
+    for name, value in settings.items():
+        changes = {}
+        for f in dataclasses.fields(value):
+            current = getattr(value, f.name)
+            if isinstance(current, Secret) and not current:
+                changes[f.name] = Secret(random_secrets.token_urlsafe(24))
+            elif f.name == "transport":
+                changes[f.name] = "file"
+        settings[name] = dataclasses.replace(value, **changes)
+    codes = []
+    for name, job in app.config.jobs.items():
+        if not job.enabled:
+            continue
+        report = run_job(app, name, Trigger.MANUAL, settings=settings[name])
+        counts = ", ".join(f"{k}={v}" for k, v in sorted(report.counts.items())) or "no items"
+        render.line(f"{name}: {report.status.value} ({counts})" + (f": {report.error}" if report.error else ""))
+        codes.append(exit_codes.for_report(report))
+    from .ops_commands import show_status
+
+    show_status(app)
+    return exit_codes.worst(codes)

@@ -51,12 +51,16 @@ def list_jobs(
 
 
 def _health(ctx: typer.Context):  # noqa: ANN202
+    app = _state(ctx).app()
+    return app, _assess(app)
+
+
+def _assess(app):  # noqa: ANN001, ANN202
     from jobs import clock, health, tracking
     from jobs.runner import _db
 
-    app = _state(ctx).app()
     states = _db(app, lambda: tracking.all_states(app.engine), "reading the tracking table")
-    return app, health.assess(app.config, states, clock.utcnow())
+    return health.assess(app.config, states, clock.utcnow())
 
 
 @handled
@@ -68,6 +72,16 @@ def status(
     if json:
         render.json_out({"database": app.config.safe_database_url, "jobs": [j.as_dict() for j in jobs]})
         return exit_codes.EX_OK
+    _status_table(jobs)
+    return exit_codes.EX_OK
+
+
+def show_status(app) -> None:  # noqa: ANN001
+    """The status table, for commands that end by showing it (demo)."""
+    _status_table(_assess(app))
+
+
+def _status_table(jobs) -> None:  # noqa: ANN001
     render.table(
         "status",
         ["job", "state", "schedule", "last status", "last run", "duration", "next due", "failures", "last error"],
@@ -75,7 +89,6 @@ def status(
           render.seconds(j.last_duration_seconds), render.when(j.next_due_at) if j.next_due_at else "now",
           str(j.consecutive_failures), (j.last_error or "")[:80]] for j in jobs],
     )
-    return exit_codes.EX_OK
 
 
 @handled
