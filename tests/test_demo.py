@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,8 +18,6 @@ def test_demo_in_an_empty_directory_runs_every_job_and_shows_counts(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     jobs = subprocess.run([sys.executable, "-m", "cli", "list", "--json"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)
-    import json
-
     names = [j["job"] for j in json.loads(jobs.stdout)["jobs"]]
     assert "refresh-token-cleanup" in names
     for name in names:
