@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 
-from .postgres import _SessionHeld
+from .postgres import _SessionHeld, take_session_lock
 
 
 def lock_name(job: str) -> str:
@@ -28,16 +28,5 @@ class MySQLLockBackend:
         self.engine = engine
 
     def try_acquire(self, job: str, ttl: timedelta) -> _SessionHeld | None:
-        from sqlalchemy import text
-
-        params = {"name": lock_name(job)}
-        conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        try:
-            got = conn.execute(text("SELECT GET_LOCK(:name, 0)"), params).scalar()
-        except BaseException:
-            conn.close()
-            raise
-        if got != 1:
-            conn.close()
-            return None
-        return _SessionHeld(conn, "SELECT RELEASE_LOCK(:name)", params)
+        return take_session_lock(self.engine, "SELECT GET_LOCK(:name, 0)", "SELECT RELEASE_LOCK(:name)",
+                                 {"name": lock_name(job)})

@@ -51,6 +51,22 @@ class _SessionHeld:
             conn.close()
 
 
+def take_session_lock(engine, acquire_sql: str, release_sql: str, params: dict) -> _SessionHeld | None:  # noqa: ANN001
+    """Run a non-blocking session-lock function on a dedicated connection; keep it only if granted."""
+    from sqlalchemy import text
+
+    conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        granted = conn.execute(text(acquire_sql), params).scalar()
+    except BaseException:
+        conn.close()
+        raise
+    if granted not in (True, 1):
+        conn.close()
+        return None
+    return _SessionHeld(conn, release_sql, params)
+
+
 class PostgresLockBackend:
     name = "postgres"
     crash_bound = "0 s when the process dies (the server ends its session); at most ~60 s if the host is lost"
@@ -59,16 +75,5 @@ class PostgresLockBackend:
         self.engine = engine
 
     def try_acquire(self, job: str, ttl: timedelta) -> _SessionHeld | None:
-        from sqlalchemy import text
-
-        params = {"key": advisory_key(job)}
-        conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        try:
-            got = conn.execute(text("SELECT pg_try_advisory_lock(:key)"), params).scalar()
-        except BaseException:
-            conn.close()
-            raise
-        if not got:
-            conn.close()
-            return None
-        return _SessionHeld(conn, "SELECT pg_advisory_unlock(:key)", params)
+        return take_session_lock(self.engine, "SELECT pg_try_advisory_lock(:key)", "SELECT pg_advisory_unlock(:key)",
+                                 {"key": advisory_key(job)})
