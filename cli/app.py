@@ -36,7 +36,7 @@ def _shadowing_problem() -> str | None:
 
 
 def build(specs: tuple, plugins_loaded: bool) -> typer.Typer:
-    from . import db_commands, job_commands, ops_commands
+    from . import db_commands, job_commands, metrics_commands, ops_commands
 
     app = typer.Typer(
         name="cronwarden",
@@ -58,21 +58,31 @@ def build(specs: tuple, plugins_loaded: bool) -> typer.Typer:
         log_format: Annotated[LogFormat, typer.Option("--log-format", help="Log lines on stderr.")] = LogFormat.text,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success (cron mails only failures).")] = False,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging, tracebacks of failures.")] = False,
+        metrics_file: Annotated[Optional[str], typer.Option(
+            "--metrics-file", metavar="PATH", envvar="CRONWARDEN_METRICS_FILE",
+            help="After each run, replace this file atomically with every job's Prometheus metrics "
+                 "(node_exporter textfile collector).")] = None,
+        pushgateway: Annotated[Optional[str], typer.Option(
+            "--pushgateway", metavar="URL", envvar="CRONWARDEN_PUSHGATEWAY",
+            help="After each run, PUT every job's metrics to this Prometheus Pushgateway "
+                 "(grouping key /metrics/job/cronwarden unless the URL names one).")] = None,
     ) -> None:
         from . import logs
 
-        state = State(specs, plugins_loaded, config, database_url, log_format.value, quiet, verbose)
+        state = State(specs, plugins_loaded, config, database_url, log_format.value, quiet, verbose,
+                      metrics_file=metrics_file, pushgateway=pushgateway)
         ctx.obj = state
         logs.setup(state.log_format, state.log_level())
 
     job_commands.register(app, specs)
     ops_commands.register(app)
     db_commands.register(app)
+    metrics_commands.register(app)
     return app
 
 
 def _command_word(argv: list[str]) -> str | None:
-    takes_value = {"--config", "--database-url", "--log-format"}
+    takes_value = {"--config", "--database-url", "--log-format", "--metrics-file", "--pushgateway"}
     skip = False
     for arg in argv:
         if skip:
@@ -93,7 +103,7 @@ def main(argv: list[str] | None = None, prog_name: str = "cronwarden") -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     problem = _shadowing_problem()
     if problem:
-        render.error(problem)
+        render.error(problem, masked=False)
         return exit_codes.EX_CONFIG
     from jobs.errors import ConfigError
     from jobs.registry import all_specs, builtin_specs

@@ -84,12 +84,16 @@ def run_due(
     ctx: typer.Context,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON object with every job's outcome.")] = False,
 ) -> int:
-    """Run every enabled job that is due, one after another (a crontab needs only this line)."""
+    """Run every enabled recurring job that is due, one after another (a crontab needs only this line).
+
+    One-shot jobs (schedule "once", such as admin-seed) are run explicitly at deploy time.
+    """
     from jobs import runner
+    from jobs.schedule import Once
 
     state = ctx.find_root().obj
     app = state.app(progress=not json)
-    names = [name for name, job in app.config.jobs.items() if job.enabled]
+    names = [name for name, job in app.config.jobs.items() if job.enabled and not isinstance(job.schedule, Once)]
 
     def show(report: RunReport) -> None:
         if not json and not state.quiet and render.is_terminal() and not report.status.is_skip:

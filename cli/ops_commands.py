@@ -76,6 +76,12 @@ def status(
     return exit_codes.EX_OK
 
 
+def _next_due(job) -> str:  # noqa: ANN001
+    if job.next_due_at is None:
+        return "now"
+    return "never" if job.next_due_at.year == 9999 else render.when(job.next_due_at)
+
+
 def show_status(app) -> None:  # noqa: ANN001
     """The status table, for commands that end by showing it (demo)."""
     _status_table(_assess(app))
@@ -86,7 +92,7 @@ def _status_table(jobs) -> None:  # noqa: ANN001
         "status",
         ["job", "state", "schedule", "last status", "last run", "duration", "next due", "failures", "last error"],
         [[j.name, j.state, j.schedule, j.last_status or "-", render.when(j.last_executed_at),
-          render.seconds(j.last_duration_seconds), render.when(j.next_due_at) if j.next_due_at else "now",
+          render.seconds(j.last_duration_seconds), _next_due(j),
           str(j.consecutive_failures), (j.last_error or "")[:80]] for j in jobs],
     )
 

@@ -22,6 +22,8 @@ class State:
     log_format: str = "text"
     quiet: bool = False
     verbose: bool = False
+    metrics_file: str | None = None
+    pushgateway: str | None = None
     _app: "App | None" = field(default=None, repr=False)
 
     def app(self, *, progress: bool = False) -> "App":
@@ -30,6 +32,7 @@ class State:
             return self._app
         from jobs import config as config_mod
         from jobs.app import App
+        from jobs.observe import attach
 
         path = config_mod.find_config_file(self.config_path, os.environ)
         raw = config_mod.read_toml(path)
@@ -40,7 +43,9 @@ class State:
 
             specs = all_specs(with_plugins=True)
         config = config_mod.load(raw, specs, database_url=self.database_url, source=path)
-        self._app = App(config)
+        app = App(config)
+        attach(app, metrics_file=self.metrics_file, pushgateway=self.pushgateway)
+        self._app = app
         if progress and not self.quiet and sys.stderr.isatty() and self.log_format == "text":
             from .render import RichProgress
 

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 class Observer(Protocol):
     """Watches runs (metrics, dead-man pings, traces). A failing observer never fails the job.
 
-    Optional: `batch(job, run_id) -> ContextManager` wraps every transaction of a run.
+    Optional: `batch(job, run_id) -> ContextManager` wraps every transaction of a run;
+    `run_skipped(job, report)` after a tick that ran nothing (not due, locked, paused, disabled).
     """
 
     def run_started(self, job: "JobConfig", run_id: int, trigger: "Trigger") -> None: ...

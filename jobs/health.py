@@ -58,7 +58,7 @@ def _assess_one(config: "Config", name: str, row: Any, now: datetime) -> JobHeal
     due = next_due_at(row, job)
     failures = get("consecutive_failures") or 0
     last_status = get("last_status")
-    overdue = (now - (due + job.grace)).total_seconds() if due is not None else 0.0
+    overdue = ((now - due) - job.grace).total_seconds() if due is not None else 0.0
     if not job.enabled:
         state = "disabled"
     elif get("paused"):

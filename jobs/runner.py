@@ -38,8 +38,15 @@ def run_job(app: "App", name: str, trigger: Trigger = Trigger.SCHEDULED, *, dry_
             settings: Any = None) -> RunReport:
     """Run one job once, as the contract's section 4 says; never raises for a job failure.
 
-    Raises Interrupted (signal before any run was recorded) and DatabaseUnavailable.
+    Raises Interrupted (signal before any run was recorded), DatabaseUnavailable and ConfigError.
     """
+    report = _run_job(app, name, trigger, dry_run=dry_run, settings=settings)
+    if report.status.is_skip:
+        _notify(app, job_logger(name, None), "run_skipped", app.config.job(name), report)
+    return report
+
+
+def _run_job(app: "App", name: str, trigger: Trigger, *, dry_run: bool, settings: Any) -> RunReport:
     job = app.config.job(name)
     settings = job.settings if settings is None else settings
     if not job.enabled:
@@ -143,8 +150,11 @@ def _execute(app: "App", job: "JobConfig", trigger: Trigger, settings: Any, stop
 def _notify(app: "App", logger: logging.LoggerAdapter, hook: str, *args: Any) -> None:
     """Tell every observer, dramatiq-style: one failing observer cannot break the run or the others."""
     for observer in app.observers:
+        method = getattr(observer, hook, None)
+        if method is None:
+            continue
         try:
-            getattr(observer, hook)(*args)
+            method(*args)
         except Exception as exc:  # noqa: BLE001
             logger.warning("%s of %s failed: %s", hook, type(observer).__name__, one_line(exc))
 
@@ -201,6 +211,7 @@ def run_due(app: "App", names: list[str], on_report: Callable[[RunReport], None]
             report = RunReport(name, RunStatus.FAILED, error=str(exc), temporary=True)
         except ConfigError as exc:
             report = RunReport(name, RunStatus.FAILED, error=f"configuration: {exc}", config_error=True)
+            job_logger(name, None).error("not run: configuration: %s", exc)
         reports.append(report)
         if on_report is not None:
             on_report(report)

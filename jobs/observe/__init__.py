@@ -1,0 +1,40 @@
+"""Observers that show runs to operators: Prometheus metrics, dead-man pings, OpenTelemetry traces.
+
+attach() runs on every invocation, so it imports nothing heavy: each observer
+imports its HTTP client or SDK only when a run actually happens.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
+
+if TYPE_CHECKING:
+    from ..app import App
+
+
+def attach(app: "App", *, metrics_file: str | None = None, pushgateway: str | None = None,
+           environ: Mapping[str, str] | None = None) -> None:
+    """Add the observers this invocation asked for (ping URLs, OTEL_* environment, metrics options).
+
+    In this order, which is the order they hear of a run: the dead-man monitor
+    first, so its start and finish pings bracket the run as closely as possible;
+    metrics last, since they read the outcome back from the tables.
+    """
+    env = os.environ if environ is None else environ
+    if any(job.ping_url for job in app.config.jobs.values()):
+        from .pings import PingObserver
+
+        app.observers.append(PingObserver())
+    from .tracing import configured
+
+    if configured(env):
+        from .tracing import TracingObserver
+
+        app.observers.append(TracingObserver(env))
+    if metrics_file or pushgateway:
+        from .metrics import MetricsPublisher
+
+        app.observers.append(MetricsPublisher(app, file=Path(metrics_file) if metrics_file else None,
+                                              pushgateway=pushgateway))
