@@ -69,8 +69,17 @@ def test_a_lost_lease_rolls_back_the_batch_and_fails_the_run(request, tmp_path, 
     breaker = LeaseLockBackend(engine)
 
     def break_it() -> None:
-        time.sleep(0.6)
-        breaker.break_lease("test-sleeper")
+        """Break the lease once the run holds it and has committed a batch (whatever the machine's load)."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                try:
+                    started = conn.execute(text("SELECT count(*) FROM side_effects WHERE event = 'batch'")).scalar()
+                except Exception:  # noqa: BLE001 - the side table appears with the run's first batch
+                    started = 0
+            if started and breaker.break_lease("test-sleeper"):
+                return
+            time.sleep(0.05)
 
     thread = threading.Thread(target=break_it)
     thread.start()

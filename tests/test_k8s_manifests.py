@@ -1,0 +1,474 @@
+"""k8s-cronjobs/ holds valid Kubernetes objects that run real cronwarden commands safely.
+
+Every file, and the kustomization rendered by a small renderer below (no kubectl needed), is
+validated offline against the Kubernetes JSON schema with kubernetes-validate --strict. The schema
+does not check enum values or policy, so those are asserted here, per CronJob.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import tomllib
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Iterator
+from zoneinfo import ZoneInfo
+
+import kubernetes_validate
+import pytest
+import yaml
+from cronsim import CronSim
+
+from tests.command_lines import global_options_and_command, help_exit_code, real_commands, recurring_jobs, \
+    shell_invocations
+
+REPO = Path(__file__).resolve().parent.parent
+K8S = REPO / "k8s-cronjobs"
+# 1.37 is the current release (the newest kubernetes-validate ships); 1.31 is the oldest the manifests
+# support, the release in which podFailurePolicy (the deploy Job) became GA.
+KUBERNETES_VERSIONS = ("1.31", "1.37")
+IMAGE_REPOSITORY = "registry.example.com/cronwarden"
+RENDERED_KEYS = {"apiVersion", "kind", "resources", "labels", "images"}
+LOOP_ENV = ("EMAIL_QUEUE_WINDOW", "EMAIL_QUEUE_EVERY")
+
+
+def _documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+
+
+def _manifest_files() -> list[Path]:
+    return sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def _kustomization() -> dict[str, Any]:
+    return _documents(K8S / "kustomization.yaml")[0]
+
+
+def render_kustomization() -> list[dict[str, Any]]:
+    """What `kubectl kustomize k8s-cronjobs` prints, for the fields this kustomization uses (a fresh copy)."""
+    return copy.deepcopy(_rendered())
+
+
+@functools.lru_cache(maxsize=1)
+def _rendered() -> list[dict[str, Any]]:
+    kustomization = _kustomization()
+    unknown = set(kustomization) - RENDERED_KEYS
+    assert not unknown, f"extend render_kustomization() for {sorted(unknown)}"
+    objects = [doc for name in kustomization["resources"] for doc in _documents(K8S / name)]
+    for entry in kustomization.get("labels", []):
+        assert not entry.get("includeSelectors") and not entry.get("includeTemplates"), "renderer: pairs only"
+        for obj in objects:
+            obj["metadata"].setdefault("labels", {}).update(entry["pairs"])
+    for image in kustomization.get("images", []):
+        for obj in objects:
+            for container in _all_containers(obj):
+                name, _, tag = container["image"].partition(":")
+                if name == image["name"]:
+                    container["image"] = f"{image.get('newName', name)}:{image.get('newTag', tag)}"
+    return objects
+
+
+def _pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    if obj["kind"] == "Job":
+        return obj["spec"]["template"]["spec"]
+    return {}
+
+
+def _job_spec(obj: dict[str, Any]) -> dict[str, Any]:
+    return obj["spec"]["jobTemplate"]["spec"] if obj["kind"] == "CronJob" else obj["spec"]
+
+
+def _all_containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    pod = _pod_spec(obj)
+    return pod.get("initContainers", []) + pod.get("containers", [])
+
+
+def _workloads() -> list[dict[str, Any]]:
+    return [obj for obj in render_kustomization() if obj["kind"] in ("CronJob", "Job")]
+
+
+def _cronjobs() -> list[dict[str, Any]]:
+    return [obj for obj in render_kustomization() if obj["kind"] == "CronJob"]
+
+
+def _env(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
+def _cronwarden_args(container: dict[str, Any]) -> list[list[str]]:
+    """The cronwarden arguments a container runs: its args (ENTRYPOINT is cronwarden) or its sh script."""
+    command = container.get("command")
+    if not command:
+        return [container["args"]]
+    assert command[:2] == ["/bin/sh", "-c"], f"{container['name']}: unexpected command {command}"
+    return shell_invocations(container["args"][0])
+
+
+def _command_path(args: list[str]) -> str:
+    return " ".join(global_options_and_command(args)[1])
+
+
+def _cronjob_for(job: str) -> dict[str, Any]:
+    found = [c for c in _cronjobs() if any(_command_path(a) == job for a in _cronwarden_args(_all_containers(c)[0]))]
+    assert len(found) == 1, f"{job}: {len(found)} CronJobs"
+    return found[0]
+
+
+def _loop_script(obj: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    container = _pod_spec(obj)["containers"][0]
+    return container["command"] + container["args"], _env(container)
+
+
+def _config_text() -> str:
+    configmap = next(d for d in _documents(K8S / "configmap.yaml") if d["kind"] == "ConfigMap")
+    return configmap["data"]["cronwarden.toml"]
+
+
+def _config():  # noqa: ANN202 - jobs.config.Config
+    from jobs.config import load
+    from jobs.registry import builtin_specs
+
+    return load(tomllib.loads(_config_text()), builtin_specs(), environ={"CRONWARDEN_DATABASE_URL": "sqlite://"})
+
+
+def _quantity(value: str | int) -> float:
+    """A Kubernetes quantity such as 100m, 1, 128Mi, as a number."""
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 1e3, "M": 1e6, "G": 1e9}
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([A-Za-z]*)", str(value))
+    assert match and match.group(2) in units | {"": 1}, f"unsupported quantity {value!r}"
+    return float(match.group(1)) * units.get(match.group(2), 1)
+
+
+def _image_uid() -> int:
+    user = [line.split()[1] for line in (REPO / "Containerfile").read_text().splitlines() if line.startswith("USER ")]
+    return int(user[-1].split(":")[0])
+
+
+def _ticks_gap(schedule: str, zone: str) -> timedelta:
+    """The longest wait between two ticks, over eight days (a weekly pattern) or 1000 ticks."""
+    ticks = CronSim(schedule, datetime(2026, 3, 1, tzinfo=ZoneInfo(zone)))
+    times = [next(ticks)]
+    while len(times) < 1000 and times[-1] - times[0] < timedelta(days=8):
+        times.append(next(ticks))
+    return max(b - a for a, b in zip(times, times[1:]))
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_every_manifest_file_validates_against_the_kubernetes_schema(version):
+    files = _manifest_files()
+    assert len(files) >= 7
+    for path in files:
+        for doc in _documents(path):
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_rendered_kustomization_validates_against_the_kubernetes_schema(version):
+    rendered = render_kustomization()
+    assert {obj["kind"] for obj in rendered} == {"ConfigMap", "CronJob", "Job"}
+    for obj in rendered:
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_schema_validation_rejects_an_unknown_field():
+    cronjob = _cronjobs()[0]
+    cronjob["spec"]["concurrencyPolicyy"] = "Forbid"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(cronjob, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_renderer_matches_kubectl_kustomize():
+    out = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, check=True).stdout
+    key = lambda obj: (obj["kind"], obj["metadata"]["name"])  # noqa: E731
+    assert sorted(yaml.safe_load_all(out), key=key) == sorted(render_kustomization(), key=key)
+
+
+def test_kustomization_lists_every_manifest_except_the_secret_example():
+    listed = set(_kustomization()["resources"])
+    assert listed == {p.name for p in _manifest_files()} - {"secret.example.yaml"}
+
+
+def test_each_recurring_job_has_one_cronjob_and_admin_seed_a_one_shot_job():
+    for job in recurring_jobs():
+        _cronjob_for(job)
+    jobs = [obj for obj in _workloads() if obj["kind"] == "Job"]
+    assert [[_command_path(a) for c in _all_containers(j) for a in _cronwarden_args(c)] for j in jobs] == \
+        [["db upgrade", "admin-seed"]]
+    assert all(_command_path(a) != "admin-seed" for c in _cronjobs() for a in _cronwarden_args(_all_containers(c)[0]))
+
+
+def test_every_container_runs_a_real_cronwarden_command(capsys):
+    commands = real_commands()
+    for obj in _workloads():
+        for container in _all_containers(obj):
+            invocations = _cronwarden_args(container)
+            assert invocations, f"{obj['metadata']['name']}: runs no cronwarden command"
+            for args in invocations:
+                assert _command_path(args) in commands, f"{obj['metadata']['name']}: {args}"
+                code = help_exit_code(args)
+                assert code == 0, f"{obj['metadata']['name']}: cronwarden {args} refused: {capsys.readouterr().err}"
+
+
+def test_every_cronjob_forbids_overlap_and_leaves_retries_to_cronwarden():
+    batch_retry = _config().retry.max_time
+    for cronjob in _cronjobs():
+        name, spec, job, pod = cronjob["metadata"]["name"], cronjob["spec"], _job_spec(cronjob), _pod_spec(cronjob)
+        assert spec["concurrencyPolicy"] == "Forbid", name
+        assert spec["timeZone"] == "Etc/UTC", name
+        assert ZoneInfo(spec["timeZone"]).utcoffset(datetime(2026, 7, 1)) == timedelta(0), name
+        assert spec["startingDeadlineSeconds"] > 0, name
+        assert spec["successfulJobsHistoryLimit"] >= 1 and spec["failedJobsHistoryLimit"] >= 1, name
+        assert job["backoffLimit"] == 0, f"{name}: cronwarden owns retries; a busy lock exits 0"
+        assert pod["restartPolicy"] == "Never", name
+        grace = timedelta(seconds=pod["terminationGracePeriodSeconds"])
+        assert grace > batch_retry, f"{name}: grace period shorter than a batch with its in-process retries"
+        assert 0 < pod["terminationGracePeriodSeconds"] < job["activeDeadlineSeconds"], name
+
+
+def test_job_timeouts_stop_runs_before_kubernetes_deadlines():
+    config = _config()
+    for name, job in config.jobs.items():
+        if job.timeout is None or name not in recurring_jobs():
+            continue
+        deadline = _job_spec(_cronjob_for(name))["activeDeadlineSeconds"]
+        assert job.timeout < timedelta(seconds=deadline), f"{name}: timeout {job.timeout} >= {deadline}s"
+
+
+def test_cronjob_schedules_parse_and_tick_at_least_as_often_as_the_job_is_due():
+    config = _config()
+    for job in recurring_jobs():
+        cronjob = _cronjob_for(job)
+        period = config.job(job).schedule.period()
+        gap = _ticks_gap(cronjob["spec"]["schedule"], cronjob["spec"]["timeZone"])
+        if period >= timedelta(minutes=1):
+            assert gap <= period, f"{job}: ticks every {gap}, due every {period}"
+        else:
+            _, env = _loop_script(cronjob)
+            assert gap == timedelta(minutes=1), f"{job}: the loop must start every minute"
+            assert int(env["EMAIL_QUEUE_EVERY"]) <= period.total_seconds(), job
+    check = _cronjob_for("check")
+    CronSim(check["spec"]["schedule"], datetime(2026, 1, 1))
+
+
+def test_sub_minute_loop_ends_before_the_next_minute_and_its_deadline():
+    for job, period in recurring_jobs().items():
+        if period >= timedelta(minutes=1):
+            continue
+        cronjob = _cronjob_for(job)
+        _, env = _loop_script(cronjob)
+        window, every = (int(env[k]) for k in LOOP_ENV)
+        assert window + every < 60, f"{job}: the last call would still run when the next minute's pod starts"
+        assert window < _job_spec(cronjob)["activeDeadlineSeconds"], job
+
+
+def test_every_pod_is_non_root_read_only_and_unprivileged():
+    for obj in _workloads():
+        pod = _pod_spec(obj)
+        assert pod["automountServiceAccountToken"] is False, obj["metadata"]["name"]
+        for container in _all_containers(obj):
+            where = f"{obj['metadata']['name']}/{container['name']}"
+            ctx = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
+            assert ctx["runAsNonRoot"] is True, where
+            assert isinstance(ctx["runAsUser"], int) and ctx["runAsUser"] > 0, where
+            assert ctx["readOnlyRootFilesystem"] is True, where
+            assert ctx["allowPrivilegeEscalation"] is False, where
+            assert ctx.get("privileged", False) is False, where
+            assert ctx["capabilities"]["drop"] == ["ALL"] and not ctx["capabilities"].get("add"), where
+            assert ctx["seccompProfile"]["type"] == "RuntimeDefault", where
+
+
+def test_pods_run_as_the_images_user():
+    uid = _image_uid()
+    for obj in _workloads():
+        assert _pod_spec(obj)["securityContext"]["runAsUser"] == uid, obj["metadata"]["name"]
+
+
+def test_tmp_is_a_writable_empty_dir_on_the_read_only_root():
+    for obj in _workloads():
+        pod = _pod_spec(obj)
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for container in _all_containers(obj):
+            tmp = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+            assert len(tmp) == 1 and "emptyDir" in volumes[tmp[0]["name"]], f"{obj['metadata']['name']}"
+            assert not tmp[0].get("readOnly"), obj["metadata"]["name"]
+
+
+def test_every_container_has_resource_requests_within_limits():
+    for obj in _workloads():
+        for container in _all_containers(obj):
+            resources = container["resources"]
+            for kind in ("cpu", "memory"):
+                request, limit = resources["requests"][kind], resources["limits"][kind]
+                assert _quantity(request) <= _quantity(limit), f"{obj['metadata']['name']}: {kind}"
+
+
+def test_images_are_the_released_version_from_one_place():
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    images = {c["image"] for obj in _workloads() for c in _all_containers(obj)}
+    assert images == {f"{IMAGE_REPOSITORY}:{version}"}
+    assert all(c.get("imagePullPolicy") in ("IfNotPresent", "Always") for obj in _workloads()
+               for c in _all_containers(obj))
+
+
+def test_file_env_vars_point_at_mounted_secret_keys_and_config():
+    configmap = next(d for d in _documents(K8S / "configmap.yaml") if d["kind"] == "ConfigMap")
+    secret_keys = set(next(d for d in _documents(K8S / "secret.example.yaml"))["stringData"])
+    for obj in _workloads():
+        pod = _pod_spec(obj)
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for container in _all_containers(obj):
+            mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
+            env = _env(container)
+            assert "CRONWARDEN_DATABASE_URL" not in env, "the URL carries a password: use the _FILE twin"
+            assert env["CRONWARDEN_DATABASE_URL_FILE"]
+            for name, value in env.items():
+                if not name.startswith("CRONWARDEN_") or not (name.endswith("_FILE") or name == "CRONWARDEN_CONFIG"):
+                    continue
+                directory, _, file = value.rpartition("/")
+                volume = mounts[directory]
+                if name == "CRONWARDEN_CONFIG":
+                    assert volume["configMap"]["name"] == configmap["metadata"]["name"]
+                    assert file in configmap["data"]
+                else:
+                    items = {i["path"]: i["key"] for i in volume["secret"]["items"]}
+                    assert items[file] in secret_keys, f"{name}: {value}"
+
+
+def test_configmap_config_is_valid_for_the_tool(sqlite_workspace, tmp_path):
+    config = tmp_path / "cronwarden.toml"
+    config.write_text(_config_text(), encoding="utf-8")
+    url_file = tmp_path / "database-url"
+    url_file.write_text(sqlite_workspace.db_url + "\n", encoding="utf-8")
+    env = sqlite_workspace.env(CRONWARDEN_DATABASE_URL_FILE=str(url_file))
+    del env["CRONWARDEN_DATABASE_URL"]
+    result = sqlite_workspace.run("--config", str(config), "list", env=env)
+    assert result.returncode == 0, result.stderr
+    for job in recurring_jobs():
+        assert job in result.stdout
+
+
+def test_configmap_holds_no_database_url_or_password():
+    raw = tomllib.loads(_config_text())
+    assert "database_url" not in raw
+    assert not [key for table in raw.get("jobs", {}).values() for key in table if "password" in key]
+
+
+def test_secret_example_holds_only_change_me_placeholders_for_every_secret():
+    secret = _documents(K8S / "secret.example.yaml")[0]
+    assert secret["kind"] == "Secret"
+    assert set(secret["stringData"]) == {"database-url", "smtp-password", "admin-password"}
+    assert all("CHANGE-ME" in value for value in secret["stringData"].values())
+
+
+def test_deploy_job_upgrades_the_schema_before_seeding_the_admin():
+    job = next(obj for obj in _workloads() if obj["kind"] == "Job")
+    pod = _pod_spec(job)
+    assert [_command_path(a) for c in pod["initContainers"] for a in _cronwarden_args(c)] == ["db upgrade"]
+    assert [_command_path(a) for c in pod["containers"] for a in _cronwarden_args(c)] == ["admin-seed"]
+    assert pod["restartPolicy"] == "Never"
+    fail_codes = {code for rule in job["spec"]["podFailurePolicy"]["rules"] if rule["action"] == "FailJob"
+                  for code in rule.get("onExitCodes", {}).get("values", [])}
+    assert {1, 2, 78} <= fail_codes and 75 not in fail_codes, "retry only an unreachable database"
+
+
+@pytest.fixture
+def fake_cronwarden(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A `cronwarden` on PATH that records its arguments; FAKE=fail exits 75, FAKE=hang waits for SIGTERM."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "cronwarden"
+    script.write_text(
+        "#!/bin/sh\n"
+        'echo "$*" >> "$CALLS"\n'
+        'case "${FAKE:-ok}" in\n'
+        "  fail) exit 75 ;;\n"
+        "  hang) trap 'echo TERM >> \"$CALLS\"; exit 143' TERM; : > \"$STARTED\"; while :; do sleep 0.05; done ;;\n"
+        "esac\n",
+        encoding="utf-8",
+    )
+    script.chmod(0o755)
+    yield {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "CALLS": str(tmp_path / "calls"),
+           "STARTED": str(tmp_path / "started")}
+
+
+@pytest.fixture
+def email_loop(fake_cronwarden: dict[str, str]) -> Iterator:
+    """Starts the email-queue CronJob's sh loop against the fake; kills what is left when the test ends."""
+    started: list[subprocess.Popen] = []
+
+    def start(**overrides: str) -> subprocess.Popen:
+        command, env = _loop_script(_cronjob_for("email-queue"))
+        loop = subprocess.Popen(command, env={**env, **fake_cronwarden, **overrides}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        started.append(loop)
+        return loop
+
+    yield start
+    for loop in started:
+        if loop.poll() is None:
+            os.killpg(loop.pid, signal.SIGKILL)
+        loop.communicate()
+
+
+def _calls(fake: dict[str, str]) -> list[str]:
+    path = Path(fake["CALLS"])
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _wait_for(condition, what: str) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.02)
+
+
+def test_email_loop_calls_the_job_quietly_until_its_window_ends(email_loop, fake_cronwarden):
+    loop = email_loop(EMAIL_QUEUE_WINDOW="2", EMAIL_QUEUE_EVERY="1")
+    assert loop.wait(timeout=30) == 0, loop.stderr.read()
+    calls = _calls(fake_cronwarden)
+    assert len(calls) >= 2
+    assert {call.split()[-1] for call in calls} == {"email-queue"}
+    assert all("--quiet" in call.split() for call in calls)
+
+
+def test_email_loop_stops_at_the_first_failure_with_its_exit_code(email_loop, fake_cronwarden):
+    loop = email_loop(EMAIL_QUEUE_WINDOW="30", EMAIL_QUEUE_EVERY="1", FAKE="fail")
+    assert loop.wait(timeout=30) == 75
+    assert len(_calls(fake_cronwarden)) == 1
+
+
+def test_email_loop_forwards_sigterm_to_the_running_job_and_exits_143(email_loop, fake_cronwarden):
+    loop = email_loop(EMAIL_QUEUE_WINDOW="30", FAKE="hang")
+    _wait_for(lambda: Path(fake_cronwarden["STARTED"]).exists(), "the job started")
+    loop.send_signal(signal.SIGTERM)
+    assert loop.wait(timeout=30) == 143
+    assert _calls(fake_cronwarden)[-1] == "TERM", "the running job never saw SIGTERM"
+
+
+def test_email_loop_stops_when_terminated_between_calls(email_loop, fake_cronwarden):
+    loop = email_loop(EMAIL_QUEUE_WINDOW="30", EMAIL_QUEUE_EVERY="10")
+    _wait_for(lambda: len(_calls(fake_cronwarden)) == 1, "the first call")
+    loop.send_signal(signal.SIGTERM)
+    assert loop.wait(timeout=30) == 143
+    assert len(_calls(fake_cronwarden)) == 1
+
+
+def test_manifests_are_valid_yaml_without_tabs_or_duplicate_documents():
+    seen = set()
+    for path in _manifest_files() + [K8S / "kustomization.yaml"]:
+        text = path.read_text(encoding="utf-8")
+        assert "\t" not in text, path.name
+        for doc in _documents(path):
+            key = (doc["kind"], doc.get("metadata", {}).get("name"))
+            assert key not in seen, key
+            seen.add(key)
