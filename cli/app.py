@@ -36,7 +36,7 @@ def _shadowing_problem() -> str | None:
 
 
 def build(specs: tuple, plugins_loaded: bool) -> typer.Typer:
-    from . import db_commands, job_commands, metrics_commands, ops_commands
+    from . import db_commands, job_commands, metrics_commands, ops_commands, queue_commands
 
     app = typer.Typer(
         name="cronwarden",
@@ -78,6 +78,7 @@ def build(specs: tuple, plugins_loaded: bool) -> typer.Typer:
     ops_commands.register(app)
     db_commands.register(app)
     metrics_commands.register(app)
+    queue_commands.register(app)
     return app
 
 

@@ -22,9 +22,15 @@ def _state(ctx: typer.Context):  # noqa: ANN202
     return ctx.find_root().obj
 
 
-def _job_name(app, job: str) -> str:  # noqa: ANN001
-    if job not in app.config.jobs:
-        raise UsageError(f"unknown job {job!r} (known: {', '.join(app.config.jobs)})")
+def _job_name(app, job: str, *, tasks: bool = False) -> str:  # noqa: ANN001
+    """A recurring job's name (or, with tasks=True, a queue task's, whose runs share the history)."""
+    known = list(app.config.jobs)
+    if tasks:
+        from jobs.queue import task_specs
+
+        known += list(task_specs())
+    if job not in known:
+        raise UsageError(f"unknown job {job!r} (known: {', '.join(known)})")
     return job
 
 
@@ -68,11 +74,21 @@ def status(
     ctx: typer.Context,
     json: JsonFlag = False) -> int:
     """The tracking table: last run, outcome, next due time and failure streak of every job."""
+    from jobs.queue import queue_depth
+    from jobs.runner import _db
+
     app, jobs = _health(ctx)
+    depth = _db(app, lambda: queue_depth(app.engine), "reading the queue")
     if json:
-        render.json_out({"database": app.config.safe_database_url, "jobs": [j.as_dict() for j in jobs]})
+        render.json_out({"database": app.config.safe_database_url, "jobs": [j.as_dict() for j in jobs],
+                         "queue": depth})
         return exit_codes.EX_OK
     _status_table(jobs)
+    waiting = {status: n for status, n in depth["counts"].items() if n}
+    if waiting:
+        oldest = depth["oldest_due_seconds"]
+        render.line("queue: " + ", ".join(f"{n} {status}" for status, n in waiting.items())
+                    + (f"; oldest due job waiting {oldest:.0f}s" if oldest else ""))
     return exit_codes.EX_OK
 
 
@@ -111,7 +127,7 @@ def history(
 
     app = _state(ctx).app()
     if job is not None:
-        _job_name(app, job)
+        _job_name(app, job, tasks=True)
     rows = _db(app, lambda: tracking.history(app.engine, job, limit), "reading the history")
     if json:
         render.json_out({"runs": [{**dict(r), "counts": json_mod.loads(r["counts"]) if r["counts"] else {}}

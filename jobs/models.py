@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: queued_jobs (one-off job queue)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

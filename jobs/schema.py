@@ -8,6 +8,7 @@ from sqlalchemy import inspect, select
 from sqlalchemy.exc import DBAPIError
 
 from .models import SCHEMA_VERSION, metadata, schema_version
+from .queue import models as _queue_models  # noqa: F401 - registers queued_jobs on the tool's metadata
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine

@@ -164,7 +164,21 @@ def exposition(app: "App") -> str:
     states = _db(app, lambda: tracking.all_states(app.engine), "reading the tracking table")
     counts = _db(app, lambda: tracking.run_counts(app.engine), "reading the history")
     items = _db(app, lambda: history_items(app.engine), "reading the history")
-    return render(build(app.config, states, counts, items, clock.utcnow()))
+    from ..queue import queue_depth
+
+    depth = _db(app, lambda: queue_depth(app.engine), "reading the queue")
+    return render(build(app.config, states, counts, items, clock.utcnow()) + queue_families(depth))
+
+
+def queue_families(depth: Mapping[str, Any]) -> list[Family]:
+    """The one-off queue: jobs per status and how long the oldest due one has waited."""
+    jobs = Family("cronwarden_queue_jobs", "gauge", "One-off jobs in the queue table, by status.")
+    for status, count in depth["counts"].items():
+        jobs.add(count, status=status)
+    oldest = Family("cronwarden_queue_oldest_due_seconds", "gauge",
+                    "Seconds the oldest due queued job has waited to run; 0 when none is waiting.")
+    oldest.add(depth["oldest_due_seconds"] or 0.0)
+    return [jobs, oldest]
 
 
 def write_file(path: Path, text: str) -> None:

@@ -1,0 +1,216 @@
+"""The queue's commands: `enqueue`, `work` (cron runs it every minute) and the operators' `queue ...`."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Annotated, Callable, Optional, TypeVar
+
+import typer
+
+from jobs.errors import UsageError
+
+from . import exit_codes, render
+from .errors import handled
+
+if TYPE_CHECKING:
+    from jobs.app import App
+
+T = TypeVar("T")
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="enqueue")(enqueue)
+    app.command(name="work")(work)
+    queue = typer.Typer(help="Operate the queue of one-off jobs.", no_args_is_help=True)
+    for fn in (list_jobs, show, retry, cancel, prune):
+        queue.command(name=fn.__name__.replace("_jobs", ""))(fn)
+    app.add_typer(queue, name="queue")
+
+
+def _app(ctx: typer.Context) -> "App":
+    return ctx.find_root().obj.app()
+
+
+def _db(app: "App", fn: Callable[[], T], what: str) -> T:
+    """Retried like every database call, creating the tool's tables first on a database that lacks them."""
+    from jobs import tracking
+    from jobs.queue import models  # noqa: F401 - puts the queue table on the tool's metadata
+    from jobs.runner import _db as retried
+
+    return retried(app, lambda: tracking._with_schema(app.engine, fn), what)
+
+
+def _parse_args(pairs: list[str]) -> dict[str, str]:
+    raw: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--arg {pair!r}: expected KEY=VALUE")
+        raw[key.strip()] = value
+    return raw
+
+
+def _parse_at(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--at {text!r}: expected an ISO time such as 2026-01-31T03:00:00Z") from None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+@handled
+def enqueue(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="The queue task (e.g. export-user, erase-user).")],
+    arg: Annotated[Optional[list[str]], typer.Option("--arg", metavar="KEY=VALUE",
+                                                     help="A task argument; repeat for each.")] = None,
+    delay: Annotated[Optional[str], typer.Option("--delay", metavar="DURATION", help="Run after e.g. 5m.")] = None,
+    at: Annotated[Optional[str], typer.Option("--at", metavar="ISO-TIME",
+                                              help="Run at this time (UTC unless it has an offset).")] = None,
+    after: Annotated[Optional[int], typer.Option("--after", metavar="ID",
+                                                 help="Run once job ID has succeeded.")] = None,
+    key: Annotated[Optional[str], typer.Option("--key", help="Idempotency key: the same key gives the same job.")] = None,
+) -> int:
+    """Add a one-off job to the queue and print its id."""
+    from jobs.queue import enqueue as add, find_task, validate_args
+    from jobs.schedule import parse_duration
+
+    if delay is not None and at is not None:
+        raise UsageError("give either --delay or --at, not both")
+    try:
+        delay_td = parse_duration(delay) if delay is not None else None
+    except ValueError as exc:
+        raise UsageError(f"--delay: {exc}") from None
+    task = find_task(job)
+    validated = validate_args(task, _parse_args(arg or []), from_text=True)
+    values = {f: getattr(validated, f) for f in validated.__dataclass_fields__}
+    when = _parse_at(at) if at is not None else None
+    app = _app(ctx)
+
+    def write() -> int:
+        with app.engine.begin() as conn:
+            return add(conn, task, args=values, delay=delay_td, at=when, after=after, key=key)
+
+    render.line(str(_db(app, write, "enqueuing the job")))
+    return exit_codes.EX_OK
+
+
+@handled
+def work(
+    ctx: typer.Context,
+    max_jobs: Annotated[Optional[int], typer.Option("--max-jobs", min=1, help="Stop after N jobs.")] = None,
+    max_seconds: Annotated[float, typer.Option("--max-seconds", min=0.1,
+                                               help="Claim no more after this long (cron: under a minute).")] = 50.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=1000,
+                                            help="Most rows claimed per transaction (batches adapt to the "
+                                                 "tasks' pace up to this).")] = 200,
+    json: JsonFlag = False,
+) -> int:
+    """Run the due queued jobs, then exit: 0 done, 1 a job failed for good, 143/130 interrupted."""
+    from jobs.queue.worker import work as drain
+
+    app = _app(ctx)
+    report = _db(app, lambda: drain(app.engine, retry=app.config.retry, max_jobs=max_jobs,
+                                    max_seconds=max_seconds, batch_size=batch_size), "working the queue")
+    state = ctx.find_root().obj
+    if json:
+        render.json_out(report.as_dict())
+    elif not state.quiet or report.failed:
+        render.line(f"claimed {report.claimed}: {report.succeeded} succeeded, {report.retrying} to retry, "
+                    f"{report.failed} failed, {report.released} given back, {report.reclaimed} taken back "
+                    f"from dead workers")
+        for err in report.errors:
+            render.line(f"job {err['id']} ({err['job']}) failed: {err['error']}")
+    if report.signal is not None:
+        return exit_codes.for_signal(report.signal)
+    return exit_codes.EX_FAILED if report.failed else exit_codes.EX_OK
+
+
+@handled
+def list_jobs(
+    ctx: typer.Context,
+    status: Annotated[Optional[str], typer.Option("--status", help="Only jobs in this status.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100000, help="Most recent N jobs.")] = 50,
+    json: JsonFlag = False,
+) -> int:
+    """Queued jobs, newest first."""
+    from jobs.queue import store
+    from jobs.queue.models import STATUSES
+
+    if status is not None and status not in STATUSES:
+        raise UsageError(f"--status: must be one of {', '.join(STATUSES)}")
+    app = _app(ctx)
+    rows = _db(app, lambda: store.listing(app.engine, status, limit), "reading the queue")
+    if json:
+        render.json_out({"jobs": [store.as_dict(r) for r in rows]})
+        return exit_codes.EX_OK
+    render.table("queue", ["id", "job", "status", "run at", "attempts", "parent", "last error"],
+                 [[str(r["id"]), r["job_name"], r["status"], render.when(r["run_at"]),
+                   f"{r['attempts']}/{r['max_attempts']}", str(r["parent_id"] or "-"), (r["last_error"] or "")[:80]]
+                  for r in rows])
+    return exit_codes.EX_OK
+
+
+@handled
+def show(
+    ctx: typer.Context,
+    job_id: Annotated[int, typer.Argument(metavar="ID")],
+    json: JsonFlag = False,
+) -> int:
+    """One queued job, every field."""
+    from jobs.queue import store
+
+    app = _app(ctx)
+    row = _db(app, lambda: store.get(app.engine, job_id), "reading the queue")
+    if row is None:
+        raise UsageError(f"no queued job {job_id}")
+    data = store.as_dict(row)
+    if json:
+        render.json_out(data)
+    else:
+        render.table(f"queued job {job_id}", ["field", "value"], [[k, "-" if v is None else str(v)]
+                                                                  for k, v in data.items()])
+    return exit_codes.EX_OK
+
+
+@handled
+def retry(ctx: typer.Context, job_id: Annotated[int, typer.Argument(metavar="ID")]) -> int:
+    """Give a failed or cancelled job its attempts back (it waits again if its parent has not succeeded)."""
+    from jobs.queue import store
+
+    app = _app(ctx)
+    status = _db(app, lambda: store.retry(app.engine, job_id), "retrying the job")
+    render.line(f"job {job_id} is {status}")
+    return exit_codes.EX_OK
+
+
+@handled
+def cancel(ctx: typer.Context, job_id: Annotated[int, typer.Argument(metavar="ID")]) -> int:
+    """Cancel a waiting job and, transitively, its continuations."""
+    from jobs.queue import store
+
+    app = _app(ctx)
+    n = _db(app, lambda: store.cancel(app.engine, job_id), "cancelling the job")
+    render.line(f"cancelled {n} job(s)")
+    return exit_codes.EX_OK
+
+
+@handled
+def prune(
+    ctx: typer.Context,
+    older_than: Annotated[str, typer.Option("--older-than", metavar="DURATION",
+                                            help="Delete finished jobs that finished longer ago.")] = "30d",
+) -> int:
+    """Delete succeeded, failed and cancelled jobs past their age (run history stays in job_runs)."""
+    from jobs.queue import store
+    from jobs.schedule import parse_duration
+
+    try:
+        age = parse_duration(older_than)
+    except ValueError as exc:
+        raise UsageError(f"--older-than: {exc}") from None
+    app = _app(ctx)
+    n = _db(app, lambda: store.prune(app.engine, age), "pruning the queue")
+    render.line(f"deleted {n} finished job(s)")
+    return exit_codes.EX_OK

@@ -1,0 +1,123 @@
+"""Built-in one-off jobs: a user's right to erasure, and the export of their data that may precede it."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select, update
+
+from ..app_tables import ref
+from ..builtin.names import identifier
+from ..context import JobContext
+from ..errors import PermanentError
+from ..settings import setting
+from . import TaskSpec
+
+
+@dataclass(frozen=True)
+class EraseArgs:
+    user_id: int = setting(min=1, help="The user to erase.")
+    users_table: str = setting("users", check=identifier, help="The users table.")
+    tokens_table: str = setting("refresh_tokens", check=identifier, help="The refresh-token table.")
+
+
+def erased_values(user_id: int) -> dict[str, Any]:
+    """The rewrite of personal fields; it doubles as the erasure marker (the default schema has no erased_at)."""
+    return {"email": f"erased-{user_id}@invalid", "username": f"erased-{user_id}", "password_hash": "!",
+            "last_login_ip": None}
+
+
+def erase_user(ctx: JobContext, a: EraseArgs) -> None:
+    users = ref(a.users_table, others=("id", "email", "username", "password_hash", "last_login_ip"))
+    tokens = ref(a.tokens_table, others=("user_id",))
+
+    def erase(conn) -> tuple[int, int]:  # noqa: ANN001
+        deleted = conn.execute(delete(tokens).where(tokens.c.user_id == a.user_id)).rowcount
+        rewritten = conn.execute(update(users).where(users.c.id == a.user_id).values(**erased_values(a.user_id)))
+        return deleted, rewritten.rowcount
+
+    deleted, erased = ctx.in_transaction(erase)
+    ctx.count("tokens_deleted", deleted)
+    ctx.count("users_erased", erased)
+    if not erased:
+        ctx.detail(f"no user {a.user_id} in {a.users_table}: nothing to erase")
+
+
+@dataclass(frozen=True)
+class ExportArgs:
+    user_id: int = setting(min=1, help="The user to export.")
+    to: Path = setting(help="Directory that receives user-<id>.json.")
+    users_table: str = setting("users", check=identifier, help="The users table.")
+    tokens_table: str = setting("refresh_tokens", check=identifier, help="The refresh-token table.")
+
+
+_NEVER_EXPORTED = {"password_hash", "token_hash"}
+
+
+def export_user(ctx: JobContext, a: ExportArgs) -> None:
+    def read(conn) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:  # noqa: ANN001
+        from sqlalchemy import MetaData, Table
+
+        schema_u, _, name_u = a.users_table.rpartition(".")
+        schema_t, _, name_t = a.tokens_table.rpartition(".")
+        users = Table(name_u, MetaData(), autoload_with=conn, schema=schema_u or None)
+        tokens = Table(name_t, MetaData(), autoload_with=conn, schema=schema_t or None)
+        user = conn.execute(select(*[c for c in users.c if c.name not in _NEVER_EXPORTED])
+                            .where(users.c.id == a.user_id)).mappings().first()
+        rows = conn.execute(select(*[c for c in tokens.c if c.name not in _NEVER_EXPORTED])
+                            .where(tokens.c.user_id == a.user_id).order_by(tokens.c.id)).mappings().all()
+        return (None if user is None else dict(user)), [dict(r) for r in rows]
+
+    user, tokens = ctx.in_transaction(read)
+    if user is None:
+        raise PermanentError(f"no user {a.user_id} in {a.users_table}")
+    document = {"user": _plain(user), "refresh_tokens": [_plain(t) for t in tokens],
+                "exported_at": ctx.now.isoformat()}
+    target = a.to / f"user-{a.user_id}.json"
+    ctx.checkpoint()
+    _write_atomically(target, json.dumps(document, indent=2, sort_keys=True) + "\n")
+    ctx.count("tokens_exported", len(tokens))
+    ctx.count("users_exported", 1)
+    ctx.detail(f"wrote {target}")
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    def value(v: Any) -> Any:
+        if isinstance(v, datetime):
+            return (v if v.tzinfo else v.replace(tzinfo=timezone.utc)).isoformat()
+        if isinstance(v, date):
+            return v.isoformat()
+        if isinstance(v, bytes):
+            return v.hex()
+        return v
+
+    return {k: value(v) for k, v in row.items()}
+
+
+def _write_atomically(target: Path, text: str) -> None:
+    """Readers see the old file or the whole new one, never a half-written export."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+ERASE_USER = TaskSpec(name="erase-user", run=erase_user, args=EraseArgs,
+                      description="Right to erasure: delete the user's tokens, rewrite their personal fields")
+EXPORT_USER = TaskSpec(name="export-user", run=export_user, args=ExportArgs,
+                       description="Write the user's row and token metadata as JSON to <to>/user-<id>.json")
+BUILTIN_TASKS: tuple[TaskSpec, ...] = (ERASE_USER, EXPORT_USER)
