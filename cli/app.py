@@ -14,8 +14,8 @@ from .state import State
 HELP = """Run an application's recurring maintenance jobs safely from cron or Kubernetes.
 
 Each job checks the tracking table, takes a lock, works in bounded transactions,
-records its outcome and exits: 0 ran or skipped, 1 failed, 2 usage, 75 database
-unreachable, 78 bad configuration, 130/143 interrupted.
+records its outcome and exits: 0 ran or skipped, 1 failed, 2 usage, 75 temporary failure
+(database or mail server unreachable), 78 bad configuration, 130/143 interrupted.
 """
 
 

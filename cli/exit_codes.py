@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 EX_OK = 0  # ran, or skipped on purpose (not due, locked, disabled, paused)
 EX_FAILED = 1  # the job failed (or `check` found a job overdue or failing)
 EX_USAGE = 2  # bad command line
-EX_TEMPFAIL = 75  # temporary failure: the database did not answer within the retry budget
+EX_TEMPFAIL = 75  # temporary failure: the database (or mail server) did not answer within the retry budget
 EX_CONFIG = 78  # invalid configuration; nothing was touched
 EX_SIGINT = 128 + signal.SIGINT  # 130: interrupted by SIGINT (Ctrl-C)
 EX_SIGTERM = 128 + signal.SIGTERM  # 143: interrupted by SIGTERM (cron timeout, Kubernetes)

@@ -75,6 +75,7 @@ def default_metadata() -> MetaData:
         Column("created_at", UTCDateTime, nullable=False),
         Column("sent_at", UTCDateTime),
         Index("ix_email_queue_status_next", "status", "next_attempt_at"),
+        Index("ix_email_queue_status_id", "status", "id"),
     )
     Table(
         "logs", md,
