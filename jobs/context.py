@@ -133,9 +133,11 @@ class JobContext:
         return retry.call(attempt, self._retry, sleep=self._stop.sleep, what=f"{self.job} batch",
                           before_attempt=self.checkpoint)
 
-    def count(self, name: str, n: int = 1) -> None:
+    def count(self, name: str, n: int = 1, *, progress: bool = True) -> None:
+        """Add to a counter; progress=False for measures that are not items (bytes freed)."""
         self.counts[name] = self.counts.get(name, 0) + n
-        self._progress.advance(n)
+        if progress:
+            self._progress.advance(n)
 
     def set_total(self, n: int | None) -> None:
         """The expected number of items, for the progress bar (optional)."""

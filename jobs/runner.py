@@ -51,14 +51,14 @@ def _run_job(app: "App", name: str, trigger: Trigger, *, dry_run: bool, settings
     settings = job.settings if settings is None else settings
     if not job.enabled:
         return RunReport(name, RunStatus.DISABLED, trigger)
-    if job.spec.validate is not None:
-        job.spec.validate(settings)
     if dry_run:
+        _validate(job, settings)
         return _dry_run(app, job, trigger, settings)
     row = _db(app, lambda: tracking.read_state(app.engine, name), "reading the tracking table")
     skipped = _skip(job, row, trigger)
     if skipped is not None:
         return skipped
+    _validate(job, settings)
     with ExitStack() as stack:
         stop = stack.enter_context(signals.graceful_stop())
         held = stack.enter_context(_holding(app, job))
@@ -72,6 +72,12 @@ def _run_job(app: "App", name: str, trigger: Trigger, *, dry_run: bool, settings
         if skipped is not None:
             return skipped
         return _execute(app, job, trigger, settings, stop, held)
+
+
+def _validate(job: "JobConfig", settings: Any) -> None:
+    """Checks that matter only when the job really runs (a one-shot job that is done needs no password)."""
+    if job.spec.validate is not None:
+        job.spec.validate(settings)
 
 
 def _skip(job: "JobConfig", row: Any, trigger: Trigger) -> RunReport | None:
