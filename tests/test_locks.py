@@ -112,3 +112,18 @@ def test_an_unrenewed_lease_expires_after_its_ttl(leases):
     taken = second.try_acquire("job-a", timedelta(seconds=2))
     assert taken is not None
     taken.release()
+
+
+def test_mysql_locks_of_two_databases_on_one_server_are_independent(mysql_url, tmp_path):
+    """GET_LOCK names are server-wide: two applications' databases must not block each other."""
+    from tests.conftest import MYSQL_ADMIN_URL
+
+    ours, e1 = build_backend(mysql_url, "mysql", tmp_path / "locks")
+    theirs, e2 = build_backend(MYSQL_ADMIN_URL, "mysql", tmp_path / "locks")
+    a = ours.try_acquire("job-a", TTL)
+    b = theirs.try_acquire("job-a", TTL)
+    assert a is not None and b is not None
+    a.release()
+    b.release()
+    e1.dispose()
+    e2.dispose()

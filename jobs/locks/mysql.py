@@ -12,12 +12,13 @@ from datetime import timedelta
 from .postgres import _SessionHeld, take_session_lock
 
 
-def lock_name(job: str) -> str:
-    """GET_LOCK names are at most 64 characters: long job names are hashed."""
-    name = f"cronwarden.{job}"
+def lock_name(job: str, database: str | None) -> str:
+    """GET_LOCK names are server-wide, so they carry the database (two applications on one server
+    must not block each other), and at most 64 characters: long names are hashed."""
+    name = f"cronwarden.{database or ''}.{job}"
     if len(name) <= 64:
         return name
-    return "cronwarden." + hashlib.blake2b(job.encode(), digest_size=16).hexdigest()
+    return "cronwarden." + hashlib.blake2b(f"{database}\0{job}".encode(), digest_size=16).hexdigest()
 
 
 class MySQLLockBackend:
@@ -29,4 +30,4 @@ class MySQLLockBackend:
 
     def try_acquire(self, job: str, ttl: timedelta) -> _SessionHeld | None:
         return take_session_lock(self.engine, "SELECT GET_LOCK(:name, 0)", "SELECT RELEASE_LOCK(:name)",
-                                 {"name": lock_name(job)})
+                                 {"name": lock_name(job, self.engine.url.database)})
