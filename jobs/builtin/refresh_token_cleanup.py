@@ -1,34 +1,80 @@
-"""Delete refresh tokens that expired more than `retention_days` ago, in index-ordered batches.
+"""Delete refresh tokens that expired more than `retention_days` ago, in short transactions.
 
-Each batch finds, in the database, the expiry time `batch_size` rows further
-along the expires_at index and deletes that range: one short transaction per
-batch, no row ever loaded into Python, and no batch re-walking what an
-earlier one deleted (dead index entries on PostgreSQL stay behind it).
+A batched delete costs the pages it dirties more than the rows it removes. When many
+expired rows are spread over the table, batches taken in expires_at order would each
+dirty a fresh set of table pages, so the job sweeps the table in physical order and
+filters on expires_at instead:
+- SQLite: rowid ranges, so each table page is rewritten once per run. Inside a batch
+  autocheckpoint is off and the page cache larger, so no batch spills pages or copies
+  the WAL back; the job checkpoints between batches.
+- PostgreSQL: ctid block ranges. A DELETE leaves index entries alone, so each heap
+  page is read and dirtied once. Batches commit asynchronously: a crash loses at most
+  the last few, which the next run deletes again.
+A sweep batch stops at its row budget or after scanning SCAN_FACTOR times as many rows,
+so sparse tables keep transactions short too. With few expired rows (or, as the
+PostgreSQL planner sees it, rows stored in expiry order) and on MySQL, batches are
+expires_at ranges instead. Batches start at FIRST_BATCH rows, grow up to `batch_size`
+while they take less than TARGET_SECONDS and shrink when one takes more. No row is
+ever loaded into Python.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select
-
-from ..app_tables import ref
-from ..context import JobContext
 from ..settings import setting
 from ..spec import JobSpec
 from .names import identifier
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.sql.expression import ColumnElement, TableClause
+
+    from ..context import JobContext
+
+TARGET_SECONDS = (0.1, 0.2)  # a batch faster than this range lets the next one grow, a slower one shrinks it
+FIRST_BATCH = 5_000  # rows at most in the first batch, which also reads cold pages; later ones grow from it
+SCAN_FACTOR = 8  # a sweep batch scans at most this many rows per row it may delete
+FILL = 0.9  # PostgreSQL: a block window is sized to hold this share of the rows the batch still needs
+SQLITE_CACHE_KIB = 65_536  # page cache during a batch (SQLite's default is 2 MiB): a batch's dirty index pages
+SQLITE_CHECKPOINT_EVERY = 4  # batches between checkpoints: index pages dirtied again meanwhile are copied once
+POSTGRES_ROWS_PER_BLOCK = 50  # assumed when the table has never been analyzed
 
 
 @dataclass(frozen=True)
 class Settings:
     retention_days: int = setting(7, min=1, max=36500, cli=True, help="Delete tokens expired longer ago than this.")
-    batch_size: int = setting(10_000, min=1, max=1_000_000, cli=True, help="Rows per transaction.")
+    batch_size: int = setting(10_000, min=1, max=1_000_000, cli=True, help="Rows per transaction (at most).")
     table: str = setting("refresh_tokens", check=identifier, help="The refresh-token table.")
     expires_column: str = setting("expires_at", check=identifier, help="Its expiry timestamp column (UTC).")
 
 
+@dataclass(frozen=True)
+class _Where:
+    """Where the next batch starts; replaced only once a batch has committed, so a retried one starts over.
+
+    expiry: `after` is the last expires_at deleted.
+    rowid: `after` is the last rowid scanned, `end` the largest rowid when the sweep began.
+    block: `after` is the (block, offset) to start at, `end` the table's blocks, `per_block` its rows
+    per block, `density` the expired rows per block seen last.
+    """
+
+    order: str = "undecided"
+    after: Any = None
+    end: int = 0
+    per_block: float = POSTGRES_ROWS_PER_BLOCK
+    density: float = POSTGRES_ROWS_PER_BLOCK
+
+
 def run(ctx: JobContext, s: Settings) -> None:
+    import time
+
+    from sqlalchemy import func, select
+
+    from ..app_tables import ref
+
     tokens = ref(s.table, times=(s.expires_column,))
     expires = tokens.c[s.expires_column]
     cutoff = ctx.cutoff(s.retention_days)
@@ -38,24 +84,180 @@ def run(ctx: JobContext, s: Settings) -> None:
         ctx.count("deleted", n)
         ctx.detail(f"would delete {n} refresh tokens expired before {cutoff.isoformat()}")
         return
-    lower: datetime | None = None
     ctx.count("deleted", 0)
-    while True:
-        deleted, lower = ctx.in_transaction(_delete_batch, tokens, expires, cutoff, lower, s.batch_size)
+    where: _Where | None = _Where()
+    size, batches = min(s.batch_size, FIRST_BATCH), 0
+    while where is not None:
+        started = time.perf_counter()
+        deleted, where = ctx.in_transaction(_delete_batch, s.table, s.expires_column, cutoff, size, where)
+        elapsed = time.perf_counter() - started
         ctx.count("deleted", deleted)
-        if lower is None:
-            return
+        batches += 1
+        if elapsed > TARGET_SECONDS[1]:
+            size = max(1, int(size * TARGET_SECONDS[1] / elapsed))
+        elif elapsed < TARGET_SECONDS[0]:
+            size = min(s.batch_size, size * 2)
+        if ctx.dialect == "sqlite" and (where is None or batches % SQLITE_CHECKPOINT_EVERY == 0):
+            _sqlite_checkpoint(ctx, done=where is None)
 
 
-def _delete_batch(conn, tokens, expires, cutoff: datetime, lower: datetime | None, size: int):  # noqa: ANN001
-    """Delete the next range of at most ~size expired rows; returns (deleted, next lower bound or None)."""
-    in_range = [expires < cutoff] + ([expires > lower] if lower is not None else [])
-    boundary = conn.execute(
-        select(expires).where(*in_range).order_by(expires).offset(size - 1).limit(1)
-    ).scalar()
+def _delete_batch(conn: Connection, table: str, column: str, cutoff: datetime, size: int,
+                  where: _Where) -> tuple[int, _Where | None]:
+    """Delete at most `size` expired rows; returns (deleted, where the next batch starts, or None when done)."""
+    from ..app_tables import ref
+
+    dialect = conn.dialect.name
+    keys = {"sqlite": ("rowid",), "postgresql": ("ctid",)}.get(dialect, ())
+    tokens = ref(table, times=(column,), others=keys)
+    expires = tokens.c[column]
+    if dialect == "sqlite":
+        conn.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
+        conn.exec_driver_sql("PRAGMA wal_autocheckpoint = 0")
+    elif dialect == "postgresql":
+        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+    if where.order == "undecided":
+        where = _choose_order(conn, tokens, expires, cutoff)
+    if dialect == "sqlite" and where.order == "expiry":
+        size = min(size, SQLITE_CACHE_KIB // 8)  # a row may dirty a table page and an index page: no spilling
+    step = {"rowid": _by_rowid, "block": _by_block}.get(where.order, _by_expiry)
+    return step(conn, tokens, expires, cutoff, size, where)
+
+
+def _choose_order(conn: Connection, tokens: TableClause, expires: ColumnElement, cutoff: datetime) -> _Where:
+    """SQLite: sweep in rowid order when there are at least as many expired rows as pages in the file."""
+    from sqlalchemy import func, literal, select
+
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        pages = max(1, conn.exec_driver_sql("PRAGMA page_count").scalar() or 0)
+        capped = select(literal(1)).where(expires < cutoff).limit(pages).subquery()
+        if conn.execute(select(func.count()).select_from(capped)).scalar() < pages:
+            return _Where("expiry")
+        end = conn.execute(select(func.max(tokens.c.rowid))).scalar() or 0
+        return _Where("rowid", after=0, end=end)
+    if dialect == "postgresql":
+        return _postgres_order(conn, tokens, expires, cutoff)
+    return _Where("expiry")
+
+
+def _postgres_order(conn: Connection, tokens: TableClause, expires: ColumnElement, cutoff: datetime) -> _Where:
+    """Sweep unless the rows are few or stored in expiry order (the planner's plan, the column's correlation).
+
+    Expiry-ordered batches on rows that are neither would walk the index through heap pages that earlier
+    batches left not all-visible, and revisit each page once per batch that has a row in it.
+    """
+    import json
+
+    from sqlalchemy import bindparam, text
+
+    prep = conn.dialect.identifier_preparer
+    name = prep.format_table(tokens)
+    blocks, per_block = conn.execute(text(
+        "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int, c.reltuples / greatest(c.relpages, 1) "
+        "FROM pg_class c WHERE c.oid = CAST(:t AS regclass)"), {"t": name}).one()
+    explain = text(f"EXPLAIN (FORMAT JSON) SELECT ctid FROM {name} WHERE {prep.quote(expires.name)} < :cutoff")
+    plan = conn.execute(explain.bindparams(bindparam("cutoff", cutoff, type_=expires.type))).scalar()
+    node = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+    while "Scan" not in node["Node Type"] and node.get("Plans"):
+        node = node["Plans"][0]
+    kind, rows = node["Node Type"], node.get("Plan Rows", 0)
+    correlation = conn.execute(text(
+        "SELECT correlation FROM pg_stats WHERE schemaname = coalesce(:s, current_schema()) AND tablename = :t "
+        "AND attname = :c"), {"s": tokens.schema, "t": tokens.name, "c": expires.name}).scalar()
+    in_order = correlation is not None and abs(correlation) >= 0.9
+    if in_order or kind in ("Index Scan", "Index Only Scan") or (kind == "Bitmap Heap Scan" and rows * 2 < blocks):
+        return _Where("expiry")
+    per_block = per_block if per_block and per_block > 0 else POSTGRES_ROWS_PER_BLOCK
+    return _Where("block", after=(0, 0), end=int(blocks), per_block=per_block, density=per_block)
+
+
+def _by_expiry(conn: Connection, tokens: TableClause, expires: ColumnElement, cutoff: datetime, size: int,
+               where: _Where) -> tuple[int, _Where | None]:
+    from sqlalchemy import delete, select
+
+    in_range = [expires < cutoff] + ([expires > where.after] if where.after is not None else [])
+    boundary = conn.execute(select(expires).where(*in_range).order_by(expires).offset(size - 1).limit(1)).scalar()
     if boundary is None:
         return conn.execute(delete(tokens).where(*in_range)).rowcount, None
-    return conn.execute(delete(tokens).where(*in_range, expires <= boundary)).rowcount, boundary
+    return conn.execute(delete(tokens).where(*in_range, expires <= boundary)).rowcount, replace(where, after=boundary)
+
+
+def _by_rowid(conn: Connection, tokens: TableClause, expires: ColumnElement, cutoff: datetime, size: int,
+              where: _Where) -> tuple[int, _Where | None]:
+    from sqlalchemy import delete, literal, select
+    from sqlalchemy.sql import operators
+    from sqlalchemy.sql.elements import UnaryExpression
+
+    rowid = tokens.c.rowid
+    # `+expires_at` keeps the planner on the rowid range: through the index it would lose the physical order.
+    unindexed = UnaryExpression(expires, operator=operators.custom_op("+"), type_=expires.type)
+    end = where.after + SCAN_FACTOR * size
+    live = [rowid > where.after, unindexed < cutoff] + ([rowid <= end] if end < where.end else [])
+    last = conn.execute(select(rowid).where(*live).order_by(rowid).offset(size - 1).limit(1)).scalar()
+    if last is None:
+        deleted = conn.execute(delete(tokens).where(*live)).rowcount
+        if end >= where.end:
+            return deleted, None
+        last = end
+    else:
+        deleted = conn.execute(delete(tokens).where(*live, rowid <= last)).rowcount
+    # Rows stored in expiry order (rowids follow creation) are all gone long before the sweep ends.
+    more = conn.execute(select(literal(1)).where(expires < cutoff).limit(1)).first() is not None
+    return deleted, replace(where, after=last) if more else None
+
+
+def _by_block(conn: Connection, tokens: TableClause, expires: ColumnElement, cutoff: datetime, size: int,
+              where: _Where) -> tuple[int, _Where | None]:
+    """The next expired rows in ctid order, one window of blocks per DELETE, up to the batch's scan budget.
+
+    A window is sized from the density seen so far to hold FILL of what the batch still needs; one that
+    holds more rolls back to its savepoint and is deleted only up to the row that fills the batch.
+    """
+    from sqlalchemy import delete, select
+
+    ctid = tokens.c.ctid
+    budget = max(1, round(SCAN_FACTOR * size / where.per_block))
+    density, deleted, scanned = where.density, 0, 0
+    block, offset = where.after
+    while True:
+        need = size - deleted
+        width = min(budget, max(1, round(need * FILL / density)))
+        end = block + width
+        window = [ctid >= _tid(block, offset)] + ([ctid < _tid(end, 0)] if end < where.end else [])
+        savepoint = conn.begin_nested()
+        n = conn.execute(delete(tokens).where(*window, expires < cutoff)).rowcount
+        if n > need:
+            savepoint.rollback()
+            last = conn.execute(select(ctid).where(*window, expires < cutoff).order_by(ctid)
+                                .offset(need - 1).limit(1)).scalar()
+            last_block, last_offset = (int(x) for x in last.strip("()").split(","))
+            deleted += conn.execute(delete(tokens).where(
+                ctid >= _tid(block, offset), ctid <= _tid(last_block, last_offset), expires < cutoff)).rowcount
+            return deleted, replace(where, after=(last_block, last_offset + 1), density=n / width)
+        savepoint.commit()
+        deleted, scanned = deleted + n, scanned + width
+        if end >= where.end:
+            return deleted, None
+        # Sparser than thought: the next window is wider (at most twice), denser: narrower.
+        density = max(n / width, density / 2)
+        block, offset = end, 0
+        if deleted >= size * FILL or scanned >= budget:
+            return deleted, replace(where, after=(block, offset), density=density)
+
+
+def _tid(block: int, offset: int) -> ColumnElement:
+    from sqlalchemy import literal_column
+
+    return literal_column(f"'({int(block)},{int(offset)})'::tid")
+
+
+def _sqlite_checkpoint(ctx: JobContext, *, done: bool) -> None:
+    """Copy the WAL back into the database outside any batch; once done, SQLite's defaults again (as jobs.db)."""
+    with ctx.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        if done:
+            conn.exec_driver_sql("PRAGMA wal_autocheckpoint = 1000")
+            conn.exec_driver_sql("PRAGMA cache_size = -2000")
 
 
 JOB = JobSpec(
