@@ -4,9 +4,9 @@ A batched delete costs the pages it dirties more than the rows it removes. When 
 expired rows are spread over the table, batches taken in expires_at order would each
 dirty a fresh set of table pages, so the job sweeps the table in physical order and
 filters on expires_at instead:
-- SQLite: rowid ranges, so each table page is rewritten once per run. Inside a batch
-  autocheckpoint is off and the page cache larger, so no batch spills pages or copies
-  the WAL back; the job checkpoints between batches.
+- SQLite: rowid ranges, so each table page is rewritten once per run. The page cache
+  is larger (SQLITE_CACHE_KIB, for the rest of the invocation), so no batch spills
+  pages; JobContext checkpoints the WAL between batches, never inside a COMMIT.
 - PostgreSQL: ctid block ranges. A DELETE leaves index entries alone, so each heap
   page is read and dirtied once. Batches commit asynchronously: a crash loses at most
   the last few, which the next run deletes again.
@@ -39,7 +39,6 @@ FIRST_BATCH = 5_000  # rows at most in the first batch, which also reads cold pa
 SCAN_FACTOR = 8  # a sweep batch scans at most this many rows per row it may delete
 FILL = 0.9  # PostgreSQL: a block window is sized to hold this share of the rows the batch still needs
 SQLITE_CACHE_KIB = 65_536  # page cache during a batch (SQLite's default is 2 MiB): a batch's dirty index pages
-SQLITE_CHECKPOINT_EVERY = 4  # batches between checkpoints: index pages dirtied again meanwhile are copied once
 POSTGRES_ROWS_PER_BLOCK = 50  # assumed when the table has never been analyzed
 
 
@@ -69,8 +68,6 @@ class _Where:
 
 
 def run(ctx: JobContext, s: Settings) -> None:
-    import time
-
     from sqlalchemy import func, select
 
     from ..app_tables import ref
@@ -86,19 +83,15 @@ def run(ctx: JobContext, s: Settings) -> None:
         return
     ctx.count("deleted", 0)
     where: _Where | None = _Where()
-    size, batches = min(s.batch_size, FIRST_BATCH), 0
+    size = min(s.batch_size, FIRST_BATCH)
     while where is not None:
-        started = time.perf_counter()
         deleted, where = ctx.in_transaction(_delete_batch, s.table, s.expires_column, cutoff, size, where)
-        elapsed = time.perf_counter() - started
+        elapsed = ctx.last_transaction
         ctx.count("deleted", deleted)
-        batches += 1
         if elapsed > TARGET_SECONDS[1]:
             size = max(1, int(size * TARGET_SECONDS[1] / elapsed))
         elif elapsed < TARGET_SECONDS[0]:
             size = min(s.batch_size, size * 2)
-        if ctx.dialect == "sqlite" and (where is None or batches % SQLITE_CHECKPOINT_EVERY == 0):
-            _sqlite_checkpoint(ctx, done=where is None)
 
 
 def _delete_batch(conn: Connection, table: str, column: str, cutoff: datetime, size: int,
@@ -112,7 +105,6 @@ def _delete_batch(conn: Connection, table: str, column: str, cutoff: datetime, s
     expires = tokens.c[column]
     if dialect == "sqlite":
         conn.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
-        conn.exec_driver_sql("PRAGMA wal_autocheckpoint = 0")
     elif dialect == "postgresql":
         conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
     if where.order == "undecided":
@@ -249,15 +241,6 @@ def _tid(block: int, offset: int) -> ColumnElement:
     from sqlalchemy import literal_column
 
     return literal_column(f"'({int(block)},{int(offset)})'::tid")
-
-
-def _sqlite_checkpoint(ctx: JobContext, *, done: bool) -> None:
-    """Copy the WAL back into the database outside any batch; once done, SQLite's defaults again (as jobs.db)."""
-    with ctx.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
-        if done:
-            conn.exec_driver_sql("PRAGMA wal_autocheckpoint = 1000")
-            conn.exec_driver_sql("PRAGMA cache_size = -2000")
 
 
 JOB = JobSpec(
