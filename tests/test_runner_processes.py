@@ -23,8 +23,10 @@ def _history(ws) -> list[dict]:  # noqa: ANN001
 
 
 def test_sixteen_concurrent_ticks_make_exactly_one_run_and_no_loser_waits(workspace, engine):
-    add_tokens(engine, utcnow(), expired=3000, fresh=100)
-    workspace.write_config('[jobs.refresh-token-cleanup]\nbatch_size = 5\n')
+    # The winner's run (2,000 transactions) lasts far longer than a loser needs to find the lock taken
+    # and exit, so a loser that ends after the winner can only have waited for it.
+    add_tokens(engine, utcnow(), expired=4000, fresh=100)
+    workspace.write_config('[jobs.refresh-token-cleanup]\nbatch_size = 2\n')
     env = workspace.env()
 
     def tick() -> tuple[int, dict, float]:
