@@ -129,3 +129,18 @@ def test_mysql_locks_of_two_databases_on_one_server_are_independent(mysql_url, t
     b.release()
     e1.dispose()
     e2.dispose()
+
+
+def test_a_live_lease_is_refused_at_once_while_its_holder_writes_on_sqlite(sqlite_url, tmp_path):
+    """A loser must not wait for the SQLite write lock that the holder's batch has."""
+    from sqlalchemy import text
+
+    first, e1 = build_backend(sqlite_url, "lease", tmp_path / "locks")
+    second, e2 = build_backend(sqlite_url, "lease", tmp_path / "locks")
+    held = first.try_acquire("job-a", TTL)
+    with e1.begin() as conn:  # the holder's batch: BEGIN IMMEDIATE holds the database's write lock
+        conn.execute(text("CREATE TABLE batch_work (x INTEGER)"))
+        assert second.try_acquire("job-a", TTL) is None
+    held.release()
+    e1.dispose()
+    e2.dispose()

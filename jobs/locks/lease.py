@@ -95,6 +95,12 @@ class LeaseLockBackend:
 
         token = uuid.uuid4().hex
         params = {"job": job, "by": owner_id(), "token": token, "ttl_us": int(ttl.total_seconds() * 1_000_000)}
+        # A live lease is seen without writing: on SQLite a write would first wait for the write lock,
+        # which the holder's own batch may have, so a loser would wait for the winner's batch.
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            if conn.execute(text(f"SELECT 1 FROM job_leases WHERE job_name = :job AND lock_until > {self.now_sql}"),
+                            {"job": job}).first() is not None:
+                return None
         try:
             with self.engine.begin() as conn:
                 conn.execute(
