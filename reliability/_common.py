@@ -479,3 +479,91 @@ def wait_all(invocations: Sequence[Invocation], timeout: float = 120) -> list[in
             deadline = float("inf")
         time.sleep(0.002)
     return [inv.code for inv in invocations]  # type: ignore[misc]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def smtp_sink(folder: Path, faults: str = "250:100", seed: int = 0,
+              password: str | None = None) -> Iterator[tuple[int, Path]]:
+    """reliability/smtp_sink.py in its own process: (port, log of accepted Message-IDs)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port, log = free_port(), folder / f"smtp-{uuid.uuid4().hex[:6]}.log"
+    cmd = [sys.executable, str(Path(__file__).with_name("smtp_sink.py")), "--port", str(port), "--log", str(log),
+           "--faults", faults, "--seed", str(seed)] + (["--auth-password", password] if password else [])
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        if proc.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
+            raise RuntimeError("the SMTP sink did not start")
+        yield port, log
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def smtp_log(log: Path) -> tuple[dict[int, int], dict[int, int]]:
+    """(accepted count, 550 count) per email row id, from the sink's log."""
+    accepted: dict[int, int] = {}
+    rejected: dict[int, int] = {}
+    for line in log.read_text(encoding="utf-8").splitlines():
+        kind, _, msgid = line.partition(" ")
+        try:
+            row = int(msgid.strip("<").split(".", 1)[0])
+        except ValueError:
+            continue
+        target = accepted if kind == "ACCEPT" else rejected
+        target[row] = target.get(row, 0) + 1
+    return accepted, rejected
+
+
+def add_emails(url: str, n: int, tag: str) -> None:
+    """n pending emails, due now."""
+    from datetime import datetime, timezone
+
+    from sqlalchemy import MetaData, Table, insert
+
+    eng = checker_engine(url)
+    table = Table("email_queue", MetaData(), autoload_with=eng)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    rows = [{"to_address": f"user{i}@example.com", "subject": f"{tag} {i}", "body": f"Hello {i}\n",
+             "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now} for i in range(n)]
+    with eng.begin() as conn:
+        for start in range(0, n, 1000):
+            conn.execute(insert(table), rows[start:start + 1000])
+    eng.dispose()
+
+
+def email_states(url: str) -> dict[int, tuple[str, str | None]]:
+    """id -> (status, last_error) for every email row."""
+    from sqlalchemy import MetaData, Table, select
+
+    eng = checker_engine(url)
+    table = Table("email_queue", MetaData(), autoload_with=eng)
+    with eng.connect() as conn:
+        rows = {r.id: (r.status, r.last_error) for r in conn.execute(select(table.c.id, table.c.status,
+                                                                             table.c.last_error))}
+    eng.dispose()
+    return rows
+
+
+def age_claims(url: str, minutes: int = 60) -> int:
+    """Move the claims of rows left in `sending` back in time, as if the visibility timeout had passed."""
+    from datetime import timedelta
+
+    from sqlalchemy import MetaData, Table, select, update
+
+    eng = checker_engine(url)
+    table = Table("email_queue", MetaData(), autoload_with=eng)
+    with eng.begin() as conn:
+        rows = conn.execute(select(table.c.id, table.c.claimed_at).where(table.c.status == "sending")).all()
+        for row in rows:
+            conn.execute(update(table).where(table.c.id == row.id).values(
+                claimed_at=row.claimed_at - timedelta(minutes=minutes)))
+    eng.dispose()
+    return len(rows)
