@@ -118,11 +118,40 @@ def main(argv: list[str] | None = None, prog_name: str = "cronwarden") -> int:
         render.error(f"configuration: {exc}")
         return exit_codes.EX_CONFIG
     command = typer.main.get_command(build(specs, plugins))
+    click = _click_exceptions()
     try:
-        command.main(args=args, prog_name=prog_name, standalone_mode=True)
+        rv = command.main(args=args, prog_name=prog_name, standalone_mode=False)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return 0
+    except click.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a command group alone: its help, as click shows it
+            exc.show()
+            return exc.exit_code
+        return _usage_error(exc, prog_name)
+    except click.ClickException as exc:
+        render.error(exc.format_message())
+        return exc.exit_code
+    except click.Abort:
+        return exit_codes.EX_SIGINT
+    return rv if isinstance(rv, int) else 0
+
+
+def _click_exceptions():  # noqa: ANN202 - a module
+    """The exceptions of the click that typer runs on (recent typers carry their own copy)."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
+def _usage_error(exc, prog_name: str) -> int:  # noqa: ANN001 - click's UsageError
+    """One line, like every other error: what is wrong, and where the help is."""
+    from . import render
+
+    where = exc.ctx.command_path if exc.ctx is not None else prog_name
+    render.error(f"{exc.format_message()} (see '{where} --help')")
+    return exc.exit_code
 
 
 def run() -> None:

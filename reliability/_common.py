@@ -97,6 +97,7 @@ class Ledger:
             self.violations += 1
             if len(self.messages) < 20:
                 self.messages.append(f"round {self.rounds}: {what}")
+            print(f"  VIOLATION {self.scenario} [{self.backend}] round {self.rounds}: {what}", flush=True)
         return ok
 
     def figure(self, name: str, value: float | int | str) -> None:

@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = arguments(__doc__.splitlines()[0], rounds=200, seconds=3600)
     parser.add_argument("--locks", default=",".join(lock for _, lock in COMBOS),
                         help="lock backends to try (file, postgres, mysql, lease)")
-    parser.add_argument("--hold", type=float, default=0.6, help="seconds the winner holds each of its 2 batches")
+    parser.add_argument("--hold", type=float, default=1.0, help="seconds the winner holds each of its 2 batches")
     args = parser.parse_args(argv)
     seed_from(args)
     report = Report("mutual_exclusion", "Mutual exclusion: 16 simultaneous invocations per due window")
