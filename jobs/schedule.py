@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Union
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d|w)")  # ASCII digits only: "１０s" is refused
 _UNITS = {
     "ms": timedelta(milliseconds=1),
     "s": timedelta(seconds=1),
@@ -52,7 +52,10 @@ def parse_duration(text: object) -> timedelta:
     for match in _DURATION.finditer(compact):
         if match.start() != pos:
             break
-        total += float(match.group(1)) * _UNITS[match.group(2)]
+        amount = float(match.group(1))
+        if amount * _UNITS[match.group(2)].total_seconds() > MAX_DURATION.total_seconds():
+            raise ValueError(f"a duration must be at most 3650 days: {text!r}")
+        total += amount * _UNITS[match.group(2)]
         pos = match.end()
         if total > MAX_DURATION:
             raise ValueError(f"a duration must be at most 3650 days: {text!r}")

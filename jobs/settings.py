@@ -112,6 +112,8 @@ def override(settings: Any, overrides: dict[str, Any], where_for: Callable[[str]
 def read_env(name: str, environ: typing.Mapping[str, str]) -> str | None:
     """NAME or NAME_FILE (a mounted Kubernetes Secret); NAME wins."""
     if environ.get(name):
+        if any("\udc80" <= ch <= "\udcff" for ch in environ[name]):  # bytes that were not UTF-8
+            raise ConfigError(f"{name}: not valid UTF-8")
         return environ[name]
     path = environ.get(name + "_FILE")
     if not path:
