@@ -38,8 +38,8 @@ for _p in (str(PLUGINS), str(REPO)):
 PG_ADMIN_URL = os.environ.get("CRONWARDEN_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MYSQL_ADMIN_URL = os.environ.get("CRONWARDEN_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test")
 BACKENDS = ("sqlite", "postgres", "mariadb")
-MYSQL_USER = "cw_reliability"
 
+MYSQL_USER = f"cw_rel_{secrets.token_hex(4)}"  # per process: scripts running at once do not share a password
 # Unique per process: a marker found anywhere it must not be is a leak, never a coincidence.
 SECRETS = {
     "database": f"cwdbpw{secrets.token_hex(8)}",
@@ -197,7 +197,7 @@ def checker_engine(url: str):  # noqa: ANN201
 @contextmanager
 def fresh_database(backend: str, tmp: Path) -> Iterator[str]:
     """A new empty database; its URL carries SECRETS['database'] as the password where the server
-    can take one (PostgreSQL's trust authentication ignores it; MariaDB gets a user with it)."""
+    can take one (PostgreSQL's trust authentication ignores it; MariaDB gets a user of this process with it)."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
@@ -227,6 +227,8 @@ def fresh_database(backend: str, tmp: Path) -> Iterator[str]:
                 conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             else:
                 conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+                for host in ("%", "localhost", "127.0.0.1"):
+                    conn.execute(text(f"DROP USER IF EXISTS '{MYSQL_USER}'@'{host}'"))
         admin.dispose()
 
 
