@@ -84,12 +84,12 @@ def _is_transient_db_error(exc: BaseException) -> bool:
     if exc.connection_invalidated:
         return True
     orig = exc.orig
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):  # MySQL/MariaDB error number (PyMySQL also sets a generic sqlstate)
+        return args[0] in _MYSQL_TRANSIENT
     code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if code:
         return code in _PG_TRANSIENT_CODES or code.startswith(_PG_TRANSIENT_PREFIXES)
-    args = getattr(orig, "args", ())
-    if args and isinstance(args[0], int):
-        return args[0] in _MYSQL_TRANSIENT
     text = str(orig).lower()
     if any(marker in text for marker in _SQLITE_TRANSIENT):
         return True
