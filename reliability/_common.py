@@ -570,3 +570,33 @@ def age_claims(url: str, minutes: int = 60) -> int:
                 claimed_at=row.claimed_at - timedelta(minutes=minutes)))
     eng.dispose()
     return len(rows)
+
+
+class Proxy:
+    """reliability/tcp_proxy.py in front of a server: .down() cuts every connection and refuses new ones."""
+
+    def __init__(self, target: str) -> None:
+        self.port = free_port()
+        self._proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("tcp_proxy.py")),
+                                       "--listen", str(self.port), "--target", target],
+                                      stdout=subprocess.PIPE, text=True)
+        if self._proc.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
+            raise RuntimeError("the TCP proxy did not start")
+
+    def down(self) -> None:
+        self._proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.05)
+
+    def up(self) -> None:
+        self._proc.send_signal(signal.SIGUSR2)
+        time.sleep(0.05)
+
+    def close(self) -> None:
+        self._proc.kill()
+        self._proc.wait()
+
+    def url(self, url: str) -> str:
+        """The same database URL, through the proxy."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).set(host="127.0.0.1", port=self.port).render_as_string(hide_password=False)

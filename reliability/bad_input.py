@@ -11,6 +11,10 @@ and number keys. Invariants per invocation:
 - no traceback, and no secret marker (the database password is in every URL);
 - the database (every row of every table, and on SQLite the file's bytes) and the log folder
   (names, sizes, modification times, contents) are byte-for-byte unchanged.
+
+A NUL cannot be passed in an argument or an environment value (execve's strings end at the first NUL),
+so NUL is tried inside the file. The suite runs as root, who reads a file of mode 000, so an unreadable
+configuration is a folder given as the file's path, or a path under a regular file (both fail for root).
 """
 
 from __future__ import annotations
