@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from _common import (Budget, Report, Workspace, arguments, check_database_secrets, check_invocation_secrets,
@@ -75,6 +75,17 @@ def new_rows(url: str, after_run: int, after_effect: int) -> tuple[list[dict], l
     return history, effects
 
 
+RELEASE_SLACK = timedelta(milliseconds=500)  # the winner releases the lock just after recording its end
+
+
+def decided_at(inv) -> datetime | None:  # noqa: ANN001
+    """When a loser found the lock taken: the timestamp of its "skipped" log line (naive UTC)."""
+    for line in inv.stderr.splitlines():
+        if "skipped" in line:
+            return datetime.strptime(line.split()[0], "%Y-%m-%dT%H:%M:%S.%fZ")
+    return None
+
+
 def one_round(ws: Workspace, ledger, round_no: int, marks: list[int]) -> None:  # noqa: ANN001
     real = round_no % SPAWN_EVERY == SPAWN_EVERY - 1
     start = spawn if real else fork
@@ -113,8 +124,13 @@ def one_round(ws: Workspace, ledger, round_no: int, marks: list[int]) -> None:  
     losers = [inv for inv in invocations if reports.get(inv.pid) == "locked"]
     for status in ("locked", "not_due"):
         ledger.figures[f"{status} losers"] = ledger.figures.get(f"{status} losers", 0) + statuses.count(status)
-    late = [inv.pid for inv in losers if inv.ended is None or inv.ended > winner.ended]
-    ledger.check(not late, f"losers {late} exited after the winner: they waited for it")
+    # A loser decides when it finds the lock taken (its "skipped" log line); deciding after the winner's
+    # run had ended and released the lock would mean it waited for it. Exit times alone would also count
+    # a loser that merely started late on a busy machine.
+    finished = history[0]["finished_at"].replace(tzinfo=None) if history else None
+    late = [inv.pid for inv in losers
+            if finished is None or (decided_at(inv) or finished + RELEASE_SLACK) > finished + RELEASE_SLACK]
+    ledger.check(not late, f"losers {late} decided after the winner had released the lock: they waited for it")
     if losers:
         worst = max(inv.ended - inv.started for inv in losers)
         ledger.figures["slowest loser s"] = round(max(ledger.figures.get("slowest loser s", 0.0), worst), 3)

@@ -1,0 +1,16 @@
+"""reliability/smtp_faults.py, short: a few hundred emails per database through a misbehaving server."""
+
+from __future__ import annotations
+
+import json
+
+import smtp_faults
+
+
+def test_random_smtp_replies_and_kills_lose_no_email_and_explain_every_duplicate(short_run_results):
+    assert smtp_faults.main(["--rounds", "200", "--max-seconds", "300", "--seed", "11"]) == 0
+    ledgers = json.loads((short_run_results / "smtp_faults.json").read_text())["ledgers"]
+    assert {lg["backend"] for lg in ledgers} == {"sqlite", "postgres", "mariadb"}
+    for lg in ledgers:
+        assert lg["violations"] == 0 and lg["checks"] > 0
+        assert lg["figures"]["sent"] + lg["figures"]["failed"] == 200
