@@ -188,7 +188,7 @@ def token_round(ws: Workspace, ledger, rng: random.Random, round_no: int, sig: i
         ledger.check(code == -signal.SIGKILL or code == 0, f"SIGKILL gave exit {code}")
         bound = 2.0 if lease else 0.0
         waited = lock_free_after(ws, "refresh-token-cleanup", ledger, bound=bound)
-        if killed_run and code != 0:
+        if killed_run and killed_run[0]["status"] == "running":  # killed before it recorded its end
             final = {r["id"]: r["status"] for r in history(ws.db_url)}[killed_run[0]["id"]]
             ledger.check(final == "abandoned", f"the killed run ended {final}, not abandoned")
     ledger.figures["longest lock wait s"] = round(max(ledger.figures.get("longest lock wait s", 0), waited), 3)
