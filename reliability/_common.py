@@ -226,6 +226,13 @@ def fresh_database(backend: str, tmp: Path) -> Iterator[str]:
             if backend == "postgres":
                 conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             else:
+                # An invocation still running (a script that failed half-way) would make DROP wait forever.
+                for (pid,) in conn.execute(text("SELECT id FROM information_schema.processlist WHERE db = :db "
+                                                "AND id <> CONNECTION_ID()"), {"db": name}).all():
+                    try:
+                        conn.execute(text(f"KILL CONNECTION {int(pid)}"))
+                    except Exception:  # noqa: BLE001 - it ended by itself meanwhile
+                        pass
                 conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
                 for host in ("%", "localhost", "127.0.0.1"):
                     conn.execute(text(f"DROP USER IF EXISTS '{MYSQL_USER}'@'{host}'"))
@@ -394,6 +401,8 @@ def fork(ws: Workspace, *args: str, env: dict[str, str] | None = None) -> Invoca
     """The CLI's entry point in a forked child of this (preloaded) process: a real, separate process
     with its own connections, locks and signal handlers, started in a millisecond or two."""
     out, err = _log_paths(ws)
+    out.touch()
+    err.touch()  # before the child exists: the parent may read them at once
     environment = env or ws.env()
     sys.stdout.flush()
     sys.stderr.flush()
