@@ -529,6 +529,8 @@ def smtp_log(log: Path) -> tuple[dict[int, int], dict[int, int]]:
             row = int(msgid.strip("<").split(".", 1)[0])
         except ValueError:
             continue
+        if kind == "CUT":
+            continue
         target = accepted if kind == "ACCEPT" else rejected
         target[row] = target.get(row, 0) + 1
     return accepted, rejected
@@ -609,3 +611,13 @@ class Proxy:
         from sqlalchemy.engine import make_url
 
         return make_url(url).set(host="127.0.0.1", port=self.port).render_as_string(hide_password=False)
+
+
+def smtp_cut(log: Path) -> set[int]:
+    """Email row ids the sink took and then cut the connection on before replying."""
+    rows = set()
+    for line in log.read_text(encoding="utf-8").splitlines():
+        kind, _, msgid = line.partition(" ")
+        if kind == "CUT":
+            rows.add(int(msgid.strip("<").split(".", 1)[0]))
+    return rows

@@ -7,7 +7,7 @@ Each message's end-of-data reply is drawn from the weights of --faults (seeded):
   451   transient rejection;   550 permanent rejection: `REJECT550 <message-id>` is logged
   421   service closing: the reply is sent, then the connection is closed
   drop  the connection is cut after the data, without a reply (nothing accepted)
-  lost  accepted (`ACCEPT`), then the connection is cut before the reply: the client sees a failure
+  lost  accepted (`ACCEPT`, `CUT`), then the connection is cut before the reply: the client sees a failure
         for a message the server took, which is how duplicates arise without any crash
 `--auth-password` makes AUTH PLAIN/LOGIN mandatory with that password (any user name).
 The server prints `ready` once it listens and runs until killed.
@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             outcome = rng.choices(choices, weights)[0]
             if outcome in ("250", "lost"):
                 log.write(f"ACCEPT {msgid}\n")
+            if outcome == "lost":
+                log.write(f"CUT {msgid}\n")
             if outcome == "550":
                 log.write(f"REJECT550 {msgid}\n")
             if outcome in ("drop", "lost"):
