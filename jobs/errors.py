@@ -53,7 +53,8 @@ class Kind(str, Enum):
 
 _PG_TRANSIENT_PREFIXES = ("08", "40", "53", "57P")
 _PG_TRANSIENT_CODES = {"55P03", "57014"}
-_MYSQL_TRANSIENT = {1205, 1213, 1040, 1053, 1158, 1159, 1160, 1161, 1927, 2002, 2003, 2005, 2006, 2013, 2055, 4031}
+_MYSQL_TRANSIENT = {1205, 1213, 1040, 1053, 1158, 1159, 1160, 1161, 1927, 2002, 2003, 2005, 2006, 2013, 2055, 4031,
+                    1969, 3024}  # statement timeouts: MariaDB max_statement_time, MySQL max_execution_time
 _SQLITE_TRANSIENT = ("database is locked", "database is busy", "database table is locked")
 
 
@@ -100,7 +101,10 @@ def _looks_like_connection(text: str) -> bool:
     return any(
         marker in text
         for marker in ("connection refused", "could not connect", "server closed", "connection timed out",
-                       "can't connect", "lost connection", "gone away", "connection reset", "timeout expired")
+                       "can't connect", "lost connection", "gone away", "connection reset", "timeout expired",
+                       # PostgreSQL refusing a connection while it stops, starts or recovers (57P03) or is
+                       # full (53300): libpq reports these at connect time without a SQLSTATE.
+                       "the database system is", "not yet accepting connections", "too many clients")
     )
 
 
