@@ -31,9 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 PLUGINS = REPO / "tests" / "plugin_pkg"
 # The test suite's short runs write elsewhere, so they never replace a full run's figures.
 RESULTS = Path(os.environ.get("CRONWARDEN_RELIABILITY_RESULTS") or Path(__file__).resolve().parent / "results")
-for _p in (str(PLUGINS), str(REPO)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
 PG_ADMIN_URL = os.environ.get("CRONWARDEN_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MYSQL_ADMIN_URL = os.environ.get("CRONWARDEN_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test")
@@ -385,7 +384,10 @@ def spawn(ws: Workspace, *args: str, env: dict[str, str] | None = None) -> Invoc
 
 def preload() -> None:
     """Import what an invocation imports, once, before forking (the parent never runs the CLI itself,
-    so no registry, engine or logging state exists to be inherited)."""
+    so no registry, engine or logging state exists to be inherited). The test jobs' package joins
+    sys.path here, not at import, so importing this module changes nothing for its importer."""
+    if str(PLUGINS) not in sys.path:
+        sys.path.insert(0, str(PLUGINS))
     import pymysql  # noqa: F401
     import psycopg  # noqa: F401
     import sqlalchemy  # noqa: F401

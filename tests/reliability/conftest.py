@@ -13,6 +13,14 @@ if str(RELIABILITY) not in sys.path:
 
 
 @pytest.fixture(autouse=True)
+def restore_sys_path() -> None:
+    """The scripts put the test jobs' package on sys.path for their forks; later tests must not see it."""
+    saved = list(sys.path)
+    yield
+    sys.path[:] = saved
+
+
+@pytest.fixture(autouse=True)
 def short_run_results(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A short run must never replace the figures of a full one in reliability/results/."""
     folder = tmp_path_factory.mktemp("reliability-results")
