@@ -19,6 +19,7 @@ from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import clock
+from ..db import insert_many
 from ..errors import UsageError
 from ..models import runs
 from .models import (
@@ -54,6 +55,20 @@ def _for_update(query, conn: "Connection", *, skip_locked: bool = False):  # noq
     if _dialect(conn) == "sqlite":
         return query
     return query.with_for_update(skip_locked=skip_locked)
+
+
+def _among(column, values: list[int], conn: "Connection"):  # noqa: ANN001, ANN202
+    """`column IN (...)`; on PostgreSQL `column = ANY(array)`, one SQL text whatever the count.
+
+    An expanded IN list is rendered anew for every length (SQLAlchemy's post-compile step and psycopg's
+    query conversion run per execution); the array form is compiled and prepared once per worker.
+    """
+    if _dialect(conn) == "postgresql":
+        from sqlalchemy import any_, bindparam
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column.in_(values)
 
 
 def insert_row(conn: "Connection", task: "TaskSpec", args_json: str, *, delay: timedelta | None,
@@ -163,7 +178,7 @@ def _claim(conn: "Connection", token: str, limit: int, ttl_for: "dict[str, timed
         return []
     ttl = max(ttl_for.get(row.job_name, default_ttl) for row in rows)
     ids = [row.id for row in rows]
-    guard = q.c.id.in_(ids)
+    guard = _among(q.c.id, ids, conn)
     if _dialect(conn) == "sqlite":
         guard = guard & q.c.status.in_(WAITING)
     done = conn.execute(
@@ -174,9 +189,13 @@ def _claim(conn: "Connection", token: str, limit: int, ttl_for: "dict[str, timed
     claimed_ids = set(ids)
     if done != len(ids):
         claimed_ids = {r.id for r in conn.execute(
-            select(q.c.id).where(q.c.id.in_(ids), q.c.claimed_by == token, q.c.status == RUNNING))}
-    return [Claimed(r.id, r.job_name, r.args, r.attempts + 1, r.max_attempts, json.loads(r.retry_delays),
-                    r.parent_id, token, now, now) for r in rows if r.id in claimed_ids]
+            select(q.c.id).where(_among(q.c.id, ids, conn), q.c.claimed_by == token, q.c.status == RUNNING))}
+    delays: dict[str, list[float]] = {}
+    for _, _, _, _, _, text, _ in rows:
+        if text not in delays:
+            delays[text] = json.loads(text)
+    return [Claimed(id_, name, args, attempts + 1, max_attempts, delays[text], parent, token, now, now)
+            for id_, name, args, attempts, max_attempts, text, parent in rows if id_ in claimed_ids]
 
 
 def verify_claim(conn: "Connection", job_id: int, token: str) -> bool:
@@ -193,10 +212,10 @@ def renew(engine: "Engine", jobs: list[Claimed], until: datetime) -> set[int]:
     token = jobs[0].token
     ids = [j.id for j in jobs]
     with engine.begin() as conn:
-        conn.execute(update(q).where(q.c.id.in_(ids), q.c.claimed_by == token, q.c.status == RUNNING)
+        conn.execute(update(q).where(_among(q.c.id, ids, conn), q.c.claimed_by == token, q.c.status == RUNNING)
                      .values(claimed_until=until))
         return {r.id for r in conn.execute(
-            select(q.c.id).where(q.c.id.in_(ids), q.c.claimed_by == token, q.c.status == RUNNING))}
+            select(q.c.id).where(_among(q.c.id, ids, conn), q.c.claimed_by == token, q.c.status == RUNNING))}
 
 
 def reclaim_expired(engine: "Engine", host: str, pid: int) -> list[int]:
@@ -261,17 +280,25 @@ def record(engine: "Engine", outcomes: list[Outcome], host: str, pid: int) -> di
 
 def _record(conn: "Connection", outcomes: list[Outcome], host: str, pid: int, now: datetime) -> dict[int, str | None]:
     token = outcomes[0].job.token
-    ids = [o.job.id for o in outcomes]
-    ours = {r.id for r in conn.execute(_for_update(
-        select(q.c.id).where(q.c.id.in_(ids), q.c.claimed_by == token, q.c.status == RUNNING), conn))}
-    result: dict[int, str | None] = {}
-    succeeded = [o.job.id for o in outcomes if o.status == "succeeded" and o.job.id in ours]
+    done = [o.job.id for o in outcomes if o.status == "succeeded"]
+    others = [o.job.id for o in outcomes if o.status != "succeeded"]
+    succeed = update(q).values(status=SUCCEEDED, finished_at=now, claimed_by=None, claimed_until=None,
+                               last_error=None)
+    if conn.dialect.update_returning:
+        # The successes still ours are marked and named by one statement; only failures need a look first.
+        ours = set(conn.execute(succeed.where(_among(q.c.id, done, conn), q.c.claimed_by == token,
+                                              q.c.status == RUNNING).returning(q.c.id)).scalars()) if done else set()
+        ours |= _still_ours(conn, others, token)
+        succeeded = [i for i in done if i in ours]
+    else:
+        ours = _still_ours(conn, done + others, token)
+        succeeded = [i for i in done if i in ours]
+        if succeeded:
+            conn.execute(succeed.where(_among(q.c.id, succeeded, conn), q.c.claimed_by == token))
+    result: dict[int, str | None] = dict.fromkeys(succeeded, SUCCEEDED)
     if succeeded:
-        conn.execute(update(q).where(q.c.id.in_(succeeded), q.c.claimed_by == token).values(
-            status=SUCCEEDED, finished_at=now, claimed_by=None, claimed_until=None, last_error=None))
-        conn.execute(update(q).where(q.c.parent_id.in_(succeeded), q.c.status == AWAITING).values(
+        conn.execute(update(q).where(_among(q.c.parent_id, succeeded, conn), q.c.status == AWAITING).values(
             status=case((q.c.run_at > now, SCHEDULED), else_=ENQUEUED)))
-        result.update(dict.fromkeys(succeeded, SUCCEEDED))
     history = []
     for o in outcomes:
         job = o.job
@@ -295,8 +322,17 @@ def _record(conn: "Connection", outcomes: list[Outcome], host: str, pid: int, no
         result[job.id] = values["status"]
         if spent:
             cancel_children(conn, job.id, now)
-    conn.execute(insert(runs), history)
+    insert_many(conn, runs, history)
     return result
+
+
+def _still_ours(conn: "Connection", ids: list[int], token: str) -> set[int]:
+    """Which of these rows are still claimed by us, locked until the commit."""
+    if not ids:
+        return set()
+    return set(conn.execute(_for_update(
+        select(q.c.id).where(_among(q.c.id, ids, conn), q.c.claimed_by == token, q.c.status == RUNNING), conn)
+    ).scalars())
 
 
 def release(engine: "Engine", jobs: Iterable[Claimed], host: str, pid: int, *, error: str | None = None,
@@ -324,9 +360,9 @@ def cancel_children(conn: "Connection", parent_id: int, now: datetime) -> int:
     frontier = [parent_id]
     while frontier:
         children = [r.id for r in conn.execute(
-            select(q.c.id).where(q.c.parent_id.in_(frontier), q.c.status == AWAITING))]
+            select(q.c.id).where(_among(q.c.parent_id, frontier, conn), q.c.status == AWAITING))]
         if children:
-            cancelled += conn.execute(update(q).where(q.c.id.in_(children), q.c.status == AWAITING).values(
+            cancelled += conn.execute(update(q).where(_among(q.c.id, children, conn), q.c.status == AWAITING).values(
                 status=CANCELLED, finished_at=now,
                 last_error=f"cancelled: parent {parent_id} (or its ancestor) did not succeed")).rowcount
         frontier = children

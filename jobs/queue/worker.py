@@ -88,6 +88,9 @@ class Worker:
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.token = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
         self._ttls = {name: spec.claim_ttl for name, spec in self.tasks.items()}
+        from ..context import JobContext
+
+        self._context = JobContext
 
     def _db(self, fn: Callable[[], T], what: str) -> T:
         from .. import retry
@@ -212,8 +215,6 @@ class Worker:
         return n
 
     def _run_one(self, job: store.Claimed, stop: signals.StopFlag) -> store.Outcome:
-        from ..context import JobContext
-
         def ended(status: str, counts: dict[str, int], error: str | None = None, *,
                   permanent: bool = False) -> store.Outcome:
             return store.Outcome(job, status, dict(counts), clock.utcnow(), error, permanent)
@@ -228,7 +229,7 @@ class Worker:
             return ended("failed", {}, f"stored arguments no longer valid: {exc}", permanent=True)
         logger = _logger(job)
         logger.info("queued job %d started (attempt %d of %d)", job.id, job.attempts, job.max_attempts)
-        ctx = JobContext(job=job.job_name, run_id=None, now=job.started_at, engine=self.engine, log=logger,
+        ctx = self._context(job=job.job_name, run_id=None, now=job.started_at, engine=self.engine, log=logger,
                          retry=self.retry, stop=stop, held=_Claim(job),
                          deadline=time.monotonic() + task.timeout.total_seconds())
         try:
@@ -248,10 +249,17 @@ class Worker:
         return ended("succeeded", ctx.counts)
 
 
-def _logger(job: store.Claimed):  # noqa: ANN202
-    from ..runner import job_logger
+_LOGGERS: dict[str, Any] = {}
 
-    return job_logger(job.job_name, None)
+
+def _logger(job: store.Claimed):  # noqa: ANN202
+    """One logger per task name (the same every time: its lines carry the name, no run id)."""
+    logger = _LOGGERS.get(job.job_name)
+    if logger is None:
+        from ..runner import job_logger
+
+        logger = _LOGGERS[job.job_name] = job_logger(job.job_name, None)
+    return logger
 
 
 def work(engine: "Engine", *, retry: RetryPolicy | None = None, max_jobs: int | None = None,
