@@ -78,6 +78,64 @@ class _Claim:
             raise LeaseLost(f"queued job {self._job.id} was taken over by another worker (claim expired)")
 
 
+class _Recorder:
+    """Records outcomes; on a database server, on a thread of its own while the worker claims and runs more.
+
+    The server's share of one batch's bookkeeping (marking the rows, writing their history) then
+    overlaps the next batch's tasks instead of adding to them. One record at a time, in order; its
+    outcomes are reported (log lines, counters) on the worker's thread once it is done. On SQLite,
+    where writers take turns anyway, outcomes go with the next claim in one transaction.
+    """
+
+    def __init__(self, worker: "Worker", report: WorkReport) -> None:
+        self._worker = worker
+        self._report = report
+        self.background = worker.engine.dialect.name != "sqlite"
+        self._pool: Any = None
+        self._inflight: tuple[Any, list[store.Outcome]] | None = None
+
+    def submit(self, pending: list[store.Outcome]) -> None:
+        """Take the outcomes (the list is emptied) and record them, after the ones before."""
+        if not pending:
+            return
+        outcomes = list(pending)
+        pending.clear()
+        self.wait()
+        w = self._worker
+
+        def record() -> dict[int, str | None]:
+            return w._db(lambda: store.record(w.engine, outcomes, w.host, w.pid), "recording outcomes")
+
+        if not self.background:
+            w._report(outcomes, record(), self._report)
+            return
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="cronwarden-record")
+        self._inflight = (self._pool.submit(record), outcomes)
+
+    @property
+    def in_flight(self) -> bool:
+        return self._inflight is not None
+
+    def wait(self) -> None:
+        """Until the outcomes in flight are recorded; raises what recording them raised."""
+        if self._inflight is None:
+            return
+        future, outcomes = self._inflight
+        statuses = future.result()
+        self._inflight = None
+        self._worker._report(outcomes, statuses, self._report)
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+
+
 class Worker:
     def __init__(self, engine: "Engine", *, retry: RetryPolicy | None = None,
                  tasks: "Mapping[str, TaskSpec] | None" = None, batch_size: int = DEFAULT_BATCH) -> None:
@@ -112,6 +170,7 @@ class Worker:
         """
         report = WorkReport()
         ends = time.monotonic() + max_seconds if max_seconds is not None else None
+        self._recorder = recorder = _Recorder(self, report)
         with signals.graceful_stop() as stop:
             try:
                 report.reclaimed = len(self._db(lambda: store.reclaim_expired(self.engine, self.host, self.pid),
@@ -122,12 +181,20 @@ class Worker:
                     room = size if max_jobs is None else min(size, max_jobs - report.claimed)
                     if stop.requested or (ends is not None and time.monotonic() >= ends):
                         room = 0
-                    statuses, batch = self._db(
-                        lambda: store.record_and_claim(self.engine, pending, self.host, self.pid, self.token,
-                                                       max(room, 0), self._ttls, DEFAULT_CLAIM),
-                        "recording outcomes and claiming jobs")
-                    self._report(pending, statuses, report)
+                    if recorder.background:
+                        recorder.submit(pending)
+                        batch = self._db(lambda: store.claim(self.engine, self.token, max(room, 0), self._ttls,
+                                                             DEFAULT_CLAIM), "claiming jobs")
+                    else:
+                        statuses, batch = self._db(
+                            lambda: store.record_and_claim(self.engine, pending, self.host, self.pid, self.token,
+                                                           max(room, 0), self._ttls, DEFAULT_CLAIM),
+                            "recording outcomes and claiming jobs")
+                        self._report(pending, statuses, report)
                     if not batch:
+                        if recorder.in_flight:
+                            recorder.wait()  # its successes may have released continuations: look again
+                            continue
                         break
                     report.claimed += len(batch)
                     started = time.monotonic()
@@ -136,6 +203,8 @@ class Worker:
                     size = max(1, min(self.batch_size, int(BATCH_SECONDS / max(per_job, 1e-6))))
             except Interrupted as exc:
                 report.signal = exc.signum
+            finally:
+                recorder.close()
             if stop.requested and report.signal is None:
                 report.signal = stop.signum
         return report
@@ -180,10 +249,7 @@ class Worker:
         return pending
 
     def _flush(self, pending: list[store.Outcome], report: WorkReport) -> None:
-        if not pending:
-            return
-        statuses = self._db(lambda: store.record(self.engine, pending, self.host, self.pid), "recording outcomes")
-        self._report(pending, statuses, report)
+        self._recorder.submit(pending)
 
     def _report(self, pending: list[store.Outcome], statuses: dict[int, str | None], report: WorkReport) -> None:
         for o in pending:
