@@ -9,7 +9,6 @@ command-line options (`--retention-days`).
 from __future__ import annotations
 
 import dataclasses
-import os
 import typing
 from dataclasses import MISSING, dataclass, field
 from datetime import timedelta
