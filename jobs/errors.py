@@ -130,6 +130,8 @@ def one_line(exc: BaseException) -> str:
         orig = getattr(exc, "orig", None)
         text = f"{type(orig or exc).__name__}: {orig if orig is not None else exc}"
     text = " ".join(text.split())
+    if not text.isprintable():  # NUL and other controls: no database stores NUL in text, no terminal shows them
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     if len(text) > 500:
         text = text[:497] + "..."
     return redact(text)

@@ -76,3 +76,23 @@ def test_an_error_while_recording_outcomes_reaches_the_caller_of_work(queue_engi
         with queue_engine.begin() as conn:
             conn.execute(text("ALTER TABLE job_runs_hidden RENAME TO job_runs"))
     assert statuses(queue_engine) == {"running": 1}  # not recorded: taken back once its claim expires
+
+
+def fail_with_controls(ctx: JobContext, a: NoArgs) -> None:
+    raise RuntimeError("bad byte \x00 and bell \x07 from the task")
+
+
+CONTROLS = TaskSpec(name="test-fail-with-controls", run=fail_with_controls, args=NoArgs, retry_delays=())
+
+
+def test_an_error_message_with_nul_and_control_characters_is_recorded_escaped(queue_engine):
+    with queue_engine.begin() as conn:
+        job_id = enqueue(conn, CONTROLS)
+
+    report = work(queue_engine, tasks={CONTROLS.name: CONTROLS})
+
+    assert report.failed == 1
+    with queue_engine.connect() as conn:
+        error = conn.execute(select(q.c.last_error).where(q.c.id == job_id)).scalar()
+        history = conn.execute(select(runs.c.error).where(runs.c.job_name == CONTROLS.name)).scalar()
+    assert error == history == "RuntimeError: bad byte \\x00 and bell \\x07 from the task"
