@@ -135,7 +135,10 @@ def insert_many(conn: "Connection", table: "Table", rows: "list[dict[str, Any]]"
     names = tuple(rows[0])
     sql, converters = _json_insert(conn.dialect, table, names)
     if converters:
-        rows = [row | {name: fn(row[name]) for name, fn in converters} for row in rows]
+        rows = [dict(row) for row in rows]
+        for row in rows:
+            for name, fn in converters:
+                row[name] = fn(row[name])
     conn.exec_driver_sql(sql, (json.dumps(rows),))
 
 

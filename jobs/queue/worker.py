@@ -149,6 +149,7 @@ class Worker:
         from ..context import JobContext
 
         self._context = JobContext
+        self._parsed: dict[tuple[str, str], Any] = {}
 
     def _db(self, fn: Callable[[], T], what: str) -> T:
         from .. import retry
@@ -280,6 +281,19 @@ class Worker:
         report.claimed -= n
         return n
 
+    def _args(self, task: "TaskSpec", text: str) -> Any:
+        """Stored arguments, validated once per worker for each distinct text when they cannot change (frozen)."""
+        key = (task.name, text)
+        args = self._parsed.get(key)
+        if args is None:
+            args = args_from_json(task, text)
+            params = getattr(type(args), "__dataclass_params__", None)
+            if params is not None and params.frozen:
+                if len(self._parsed) >= 1024:
+                    self._parsed.clear()
+                self._parsed[key] = args
+        return args
+
     def _run_one(self, job: store.Claimed, stop: signals.StopFlag) -> store.Outcome:
         def ended(status: str, counts: dict[str, int], error: str | None = None, *,
                   permanent: bool = False) -> store.Outcome:
@@ -290,7 +304,7 @@ class Worker:
             return ended("failed", {}, f"unknown queue task {job.job_name!r} in this worker "
                                        f"(is CRONWARDEN_TASK_MODULES set?)")
         try:
-            args = args_from_json(task, job.args)
+            args = self._args(task, job.args)
         except UsageError as exc:
             return ended("failed", {}, f"stored arguments no longer valid: {exc}", permanent=True)
         logger = _logger(job)
