@@ -113,7 +113,6 @@ def make_engine(url: str, *, pool_size: int = 2) -> "Engine":
     )
 
 
-
 def insert_many(conn: "Connection", table: "Table", rows: "list[dict[str, Any]]") -> None:
     """Insert many rows in one statement of constant text on PostgreSQL: `INSERT ... SELECT FROM json_to_recordset`.
 

@@ -222,14 +222,14 @@ class Worker:
         oldest = 0.0
         for i, job in enumerate(batch):
             if stop.requested or (ends is not None and time.monotonic() >= ends):
-                self._flush(pending, report)
+                self._flush(pending)
                 report.released += self._release(batch[i:], report)
                 return pending
             if pending and time.monotonic() - oldest >= FLUSH_AFTER:
-                self._flush(pending, report)
+                self._flush(pending)
             now = clock.utcnow()
             if now - renewed >= ttl / 2:
-                self._flush(pending, report)
+                self._flush(pending)
                 still = self._db(lambda: store.renew(self.engine, batch[i:], now + ttl), "renewing claims")
                 renewed = now
                 report.lost += len(batch[i:]) - len(still)
@@ -240,7 +240,7 @@ class Worker:
             try:
                 outcome = self._run_one(job, stop)
             except Interrupted as exc:
-                self._flush(pending, report)
+                self._flush(pending)
                 self._release([job], report, record=True, error=one_line(exc))
                 report.released += self._release(batch[i + 1:], report)
                 raise
@@ -249,7 +249,7 @@ class Worker:
             pending.append(outcome)
         return pending
 
-    def _flush(self, pending: list[store.Outcome], report: WorkReport) -> None:
+    def _flush(self, pending: list[store.Outcome]) -> None:
         self._recorder.submit(pending)
 
     def _report(self, pending: list[store.Outcome], statuses: dict[int, str | None], report: WorkReport) -> None:
