@@ -435,6 +435,26 @@ def freeze_at_random(inv: Invocation, rng: random.Random, span: float, done: Cal
         inv.signal(signal.SIGSTOP)
 
 
+LEFT_SQL = {TOKENS: "SELECT count(*) FROM refresh_tokens WHERE token_hash LIKE 'exp-%'",
+            EMAILS: "SELECT count(*) FROM email_queue WHERE id >= {first} AND status <> 'sent'"}
+
+
+def frozen_run(ws: Workspace, insp: "Inspector", rng: random.Random, job: str, round_no: int, span: float,
+               total: int, first_email: int = 0) -> tuple[Invocation, Moment, int]:
+    """Start a run, freeze it at a random moment and look where it is: (the run, the moment, work left)."""
+    left_sql = LEFT_SQL[job].format(first=first_email)
+    inv = start(ws, job, round_no)
+    stream = Stream(ws.db_url)
+    try:
+        freeze_at_random(inv, rng, span, lambda: stream.scalar(left_sql) == 0, ws.db_url)
+        left = stream.scalar(left_sql)
+    finally:
+        stream.close()
+    if job == EMAILS:
+        time.sleep(0.02)  # what the frozen sender had already handed the server, the server finishes
+    return inv, insp.moment(inv, (total - left, total)), left
+
+
 def sqlite_readable(url: str) -> bool:
     """Whether a reader gets into the SQLite database now (a frozen process may hold it exclusively)."""
     conn = sqlite3.connect(url.split("///", 1)[1], timeout=0.1, isolation_level=None)
@@ -528,9 +548,30 @@ def lease_figures(ledger: Ledger, lock: str, moment: Moment, what: str) -> None:
     for happened, name in ((moment.renewed, f"{what} after a lease renewal"),
                            (moment.renewing, f"{what} during a lease renewal")):
         if happened:
-            ledger.figure(name, int(ledger.figures.get(name, 0)) + 1)
+            tally(ledger, name)
     most(ledger, f"longest lease left at a {what[:-1]} s", moment.lease_left)
 
 
 def most(ledger: Ledger, name: str, value: float) -> None:
     ledger.figure(name, round(max(float(ledger.figures.get(name, 0.0)), value), 3))
+
+
+def tally(ledger: Ledger, name: str) -> None:
+    """One more of a counted figure."""
+    ledger.figure(name, int(ledger.figures.get(name, 0)) + 1)
+
+
+def add_plan_arguments(parser) -> None:  # noqa: ANN001 - argparse.ArgumentParser
+    parser.add_argument("--jobs", default="tokens,emails", help="tokens, emails or both")
+    parser.add_argument("--locks", default="default,lease", help="default (the database's own), lease, or both")
+    parser.add_argument("--lease-run", type=float, default=LEASE_RUN,
+                        help=f"seconds a run with the lease is made to take, so that it renews (default {LEASE_RUN:g}; "
+                             "0: the default lock's amount of work)")
+
+
+def plan(args, backends: list[str]) -> list[tuple[str, str, str]]:  # noqa: ANN001 - argparse.Namespace
+    """(job, backend, lock) of every scenario the arguments ask for."""
+    return [(job, backend, DEFAULT_LOCK[backend] if which == "default" else "lease")
+            for backend in backends
+            for job in ("tokens", "emails") if job in args.jobs
+            for which in ("default", "lease") if which in args.locks]

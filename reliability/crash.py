@@ -38,10 +38,9 @@ from pathlib import Path
 from _common import (Budget, Report, Workspace, add_emails, arguments, check_database_secrets,
                      check_invocation_secrets, email_states, fresh_database, preload, seed_from,
                      selected_backends, smtp_sink)
-from _workloads import (BATCH, DEFAULT_LOCK, EMAILS, LEASE_RUN, TOKENS, VISIBILITY, Inspector, Mailbox, Stream, add_tokens,
-                        check_tokens, delete_kept, email_claims, email_config, email_moment, follow_up,
-                        freeze_at_random, lease_figures, most, pad_sqlite, run_of, start, token_config, tokens, utcnow,
-                        warm_up)
+from _workloads import (BATCH, EMAILS, TOKENS, VISIBILITY, Inspector, Mailbox, add_plan_arguments, add_tokens,
+                        check_tokens, delete_kept, email_claims, email_config, email_moment, follow_up, frozen_run,
+                        lease_figures, most, pad_sqlite, plan, run_of, tally, token_config, tokens, utcnow, warm_up)
 
 
 def kill(inv, ledger, where: str) -> tuple[int, float]:  # noqa: ANN001
@@ -76,22 +75,14 @@ def token_round(ws: Workspace, insp: Inspector, ledger, rng: random.Random, roun
     add_tokens(url, rng, f"r{round_no}", groups)
     before = tokens(url)
     total = groups * BATCH
-    inv = start(ws, TOKENS, round_no)
-    stream = Stream(url)
-    left_sql = "SELECT count(*) FROM refresh_tokens WHERE token_hash LIKE 'exp-%'"
-    try:
-        freeze_at_random(inv, rng, span, lambda: stream.scalar(left_sql) == 0, url)
-        left = stream.scalar(left_sql)
-    finally:
-        stream.close()
-    moment = insp.moment(inv, (total - left, total))
+    inv, moment, left = frozen_run(ws, insp, rng, TOKENS, round_no, span, total)
     ledger.fault(f"SIGKILL {moment.where}")
     lease_figures(ledger, lock, moment, "kills")
     code, killed_at = kill(inv, ledger, moment.where)
     order = check_tokens(ledger, before, tokens(url), "after the kill", expiry_only)
     if order in ("expiry", "storage"):
         name = f"partial deletions seen as whole batches ({order} order)"
-        ledger.figure(name, int(ledger.figures.get(name, 0)) + 1)
+        tally(ledger, name)
     free_from = killed_at + (moment.lease_left if lock == "lease" else 0.0)
     follow, report, _ = follow_up(ws, TOKENS, ledger, free_from)
     most(ledger, "longest wait for the lock after a kill s", follow.started - killed_at)
@@ -130,16 +121,7 @@ def email_round(ws: Workspace, insp: Inspector, ledger, rng: random.Random, roun
     first_id = max(email_states(url), default=0) + 1
     add_emails(url, n, f"round {round_no}")
     expected = set(email_states(url))
-    inv = start(ws, EMAILS, round_no)
-    stream = Stream(url)
-    unsent_sql = f"SELECT count(*) FROM email_queue WHERE id >= {first_id} AND status <> 'sent'"
-    try:
-        freeze_at_random(inv, rng, span, lambda: stream.scalar(unsent_sql) == 0, url)
-        unsent = stream.scalar(unsent_sql)
-    finally:
-        stream.close()
-    time.sleep(0.02)  # what the frozen sender had already handed the server, the server finishes
-    moment = insp.moment(inv, (n - unsent, n))
+    inv, moment, _ = frozen_run(ws, insp, rng, EMAILS, round_no, span, n, first_id)
     where = email_moment(moment, url, mailbox, inv.pid)
     ledger.fault(f"SIGKILL {where}")
     lease_figures(ledger, lock, moment, "kills")
@@ -203,22 +185,15 @@ def emails_scenario(report: Report, backend: str, lock: str, rounds: int, second
 
 def main(argv: list[str] | None = None) -> int:
     parser = arguments(__doc__.splitlines()[0], rounds=50, seconds=1800)
-    parser.add_argument("--jobs", default="tokens,emails", help="tokens, emails or both")
-    parser.add_argument("--locks", default="default,lease", help="default (the database's own), lease, or both")
-    parser.add_argument("--lease-run", type=float, default=LEASE_RUN,
-                        help=f"seconds a run with the lease is made to take, so that it renews (default {LEASE_RUN:g}; "
-                             "0: the default lock's amount of work)")
+    add_plan_arguments(parser)
     args = parser.parse_args(argv)
     rng = random.Random(seed_from(args))
     report = Report("crash", "Crash at any point: SIGKILL at random moments of token cleanup and email sending")
     preload()
-    plan = [(job, backend, DEFAULT_LOCK[backend] if which == "default" else "lease")
-            for backend in selected_backends(args, report)
-            for job in ("tokens", "emails") if job in args.jobs
-            for which in ("default", "lease") if which in args.locks]
-    budget = Budget(len(plan), args.max_seconds)
-    for i, (job, backend, lock) in enumerate(plan):
-        share = budget.split(len(plan) - i)
+    scenarios = plan(args, selected_backends(args, report))
+    budget = Budget(len(scenarios), args.max_seconds)
+    for i, (job, backend, lock) in enumerate(scenarios):
+        share = budget.split(len(scenarios) - i)
         scenario = tokens_scenario if job == "tokens" else emails_scenario
         scenario(report, backend, lock, args.rounds, share, rng, args.lease_run)
     return report.finish()

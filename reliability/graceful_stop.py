@@ -34,10 +34,10 @@ from pathlib import Path
 from _common import (Budget, Report, Workspace, add_emails, arguments, check_database_secrets,
                      check_invocation_secrets, email_states, fresh_database, preload, seed_from,
                      selected_backends, smtp_sink)
-from _workloads import (BATCH, DEFAULT_LOCK, EMAILS, LEASE_RUN, TOKENS, Inspector, Mailbox, Moment, Stream, add_tokens,
-                        check_tokens, delete_kept, email_claims, email_config, email_moment, follow_up,
-                        freeze_at_random, lease_figures, most, pad_sqlite, report_of, run_of, start, token_config,
-                        tokens, warm_up)
+from _workloads import (BATCH, EMAILS, TOKENS, Inspector, Mailbox, Moment, add_plan_arguments, add_tokens,
+                        check_tokens, delete_kept, email_claims, email_config, email_moment, follow_up, frozen_run,
+                        lease_figures, most, pad_sqlite, plan, report_of, run_of, tally, token_config, tokens,
+                        warm_up)
 
 
 def stop(inv, ledger, insp: Inspector, moment: Moment, slack: float, last_batch: bool) -> int:  # noqa: ANN001
@@ -62,8 +62,7 @@ def stop(inv, ledger, insp: Inspector, moment: Moment, slack: float, last_batch:
         # process, which changes nothing recorded (as before the handlers were installed).
         ok = code in (0, -signal.SIGTERM) and status == moment.run["status"]
         if code == -signal.SIGTERM:
-            ledger.figure("ended by the signal after the record", int(ledger.figures.get(
-                "ended by the signal after the record", 0)) + 1)
+            tally(ledger, "ended by the signal after the record")
     elif "before the record" in where or last_batch:
         # The batch in flight finishes: when it was the last one, the run may end as having done its work.
         ok = (code, status) in ((0, "succeeded"), (143, "interrupted"))
@@ -71,7 +70,7 @@ def stop(inv, ledger, insp: Inspector, moment: Moment, slack: float, last_batch:
         ok = code == 143 and status == "interrupted"
     if not ok and lease_gone and (code, status) == (1, "failed") and "lost the lease" in inv.stderr:
         ok = True  # the run found its lease gone before its next commit, as it must
-        ledger.figure("leases expired while frozen", int(ledger.figures.get("leases expired while frozen", 0)) + 1)
+        tally(ledger, "leases expired while frozen")
     ledger.check(ok, f"SIGTERM {where}: exit {code}, run {status}: {inv.stderr[-300:]}")
     if code == 143 and run is not None:
         batch = float(report_of(inv).get("longest_transaction_seconds") or 0.0)
@@ -99,22 +98,14 @@ def token_round(ws: Workspace, insp: Inspector, ledger, rng: random.Random, roun
     add_tokens(url, rng, f"r{round_no}", groups)
     before = tokens(url)
     total = groups * BATCH
-    inv = start(ws, TOKENS, round_no)
-    stream = Stream(url)
-    left_sql = "SELECT count(*) FROM refresh_tokens WHERE token_hash LIKE 'exp-%'"
-    try:
-        freeze_at_random(inv, rng, span, lambda: stream.scalar(left_sql) == 0, url)
-        left = stream.scalar(left_sql)
-    finally:
-        stream.close()
-    moment = insp.moment(inv, (total - left, total))
+    inv, moment, left = frozen_run(ws, insp, rng, TOKENS, round_no, span, total)
     ledger.fault(f"SIGTERM {moment.where}")
     lease_figures(ledger, lock, moment, "stops")
     stop(inv, ledger, insp, moment, slack, last_batch=left <= BATCH)
     order = check_tokens(ledger, before, tokens(url), "after the stop", expiry_only)
     if order in ("expiry", "storage"):
         name = f"partial deletions seen as whole batches ({order} order)"
-        ledger.figure(name, int(ledger.figures.get(name, 0)) + 1)
+        tally(ledger, name)
     free_at_once(ws, TOKENS, ledger)
     final = tokens(url)
     check_tokens(ledger, before, final, "after the follow-up", expiry_only)
@@ -148,16 +139,7 @@ def email_round(ws: Workspace, insp: Inspector, ledger, rng: random.Random, roun
     first_id = max(email_states(url), default=0) + 1
     add_emails(url, n, f"round {round_no}")
     expected = set(email_states(url))
-    inv = start(ws, EMAILS, round_no)
-    stream = Stream(url)
-    unsent_sql = f"SELECT count(*) FROM email_queue WHERE id >= {first_id} AND status <> 'sent'"
-    try:
-        freeze_at_random(inv, rng, span, lambda: stream.scalar(unsent_sql) == 0, url)
-        unsent = stream.scalar(unsent_sql)
-    finally:
-        stream.close()
-    time.sleep(0.02)  # what the frozen sender had already handed the server, the server finishes
-    moment = insp.moment(inv, (n - unsent, n))
+    inv, moment, _ = frozen_run(ws, insp, rng, EMAILS, round_no, span, n, first_id)
     ledger.fault(f"SIGTERM {email_moment(moment, url, mailbox, inv.pid)}")
     lease_figures(ledger, lock, moment, "stops")
     # One batch claims every email of the round (batch_size 5000): once claimed, the batch in flight is the last.
@@ -199,24 +181,17 @@ def emails_scenario(report: Report, backend: str, lock: str, rounds: int, second
 
 def main(argv: list[str] | None = None) -> int:
     parser = arguments(__doc__.splitlines()[0], rounds=50, seconds=1800)
-    parser.add_argument("--jobs", default="tokens,emails", help="tokens, emails or both")
-    parser.add_argument("--locks", default="default,lease", help="default (the database's own), lease, or both")
-    parser.add_argument("--lease-run", type=float, default=LEASE_RUN,
-                        help=f"seconds a run with the lease is made to take, so that it renews (default {LEASE_RUN:g}; "
-                             "0: the default lock's amount of work)")
+    add_plan_arguments(parser)
     parser.add_argument("--exit-slack", type=float, default=1.0,
                         help="seconds allowed from SIGTERM to exit beyond the run's longest batch (default 1)")
     args = parser.parse_args(argv)
     rng = random.Random(seed_from(args))
     report = Report("graceful_stop", "Graceful stop: SIGTERM at random moments of token cleanup and email sending")
     preload()
-    plan = [(job, backend, DEFAULT_LOCK[backend] if which == "default" else "lease")
-            for backend in selected_backends(args, report)
-            for job in ("tokens", "emails") if job in args.jobs
-            for which in ("default", "lease") if which in args.locks]
-    budget = Budget(len(plan), args.max_seconds)
-    for i, (job, backend, lock) in enumerate(plan):
-        share = budget.split(len(plan) - i)
+    scenarios = plan(args, selected_backends(args, report))
+    budget = Budget(len(scenarios), args.max_seconds)
+    for i, (job, backend, lock) in enumerate(scenarios):
+        share = budget.split(len(scenarios) - i)
         scenario = tokens_scenario if job == "tokens" else emails_scenario
         scenario(report, backend, lock, args.rounds, share, rng, args.lease_run, args.exit_slack)
     return report.finish()
