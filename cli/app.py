@@ -97,11 +97,29 @@ def _command_word(argv: list[str]) -> str | None:
     return None
 
 
+def _log_format(argv: list[str]) -> str:
+    """The --log-format given anywhere on the line, so that even an error before parsing ends in that format."""
+    chosen = "text"
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == "--log-format" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--log-format="):
+            value = arg.partition("=")[2]
+        else:
+            continue
+        if value in ("text", "json"):
+            chosen = value
+    return chosen
+
+
 def main(argv: list[str] | None = None, prog_name: str = "cronwarden") -> int:
     """Entry point of the console script; returns the exit code."""
-    from . import exit_codes, render
+    from . import exit_codes, logs, render
 
     args = list(sys.argv[1:] if argv is None else argv)
+    logs.use_format(_log_format(args))
     problem = _shadowing_problem()
     if problem:
         render.error(problem, masked=False)

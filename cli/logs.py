@@ -7,7 +7,14 @@ import logging
 import sys
 from datetime import datetime, timezone
 
-from jobs.secrets import redact
+_format = "text"
+
+
+def redact(text: str) -> str:
+    """Imported late: the shadowing guard reports in this format before any `jobs` package is imported."""
+    from jobs.secrets import redact as mask
+
+    return mask(text)
 
 
 class _Redacting(logging.Formatter):
@@ -32,6 +39,9 @@ class TextFormatter(_Redacting):
 
 class JsonFormatter(_Redacting):
     def format(self, record: logging.LogRecord) -> str:
+        return redact(self.unmasked(record))
+
+    def unmasked(self, record: logging.LogRecord) -> str:
         entry = {
             "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
@@ -42,10 +52,26 @@ class JsonFormatter(_Redacting):
         }
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
-        return redact(json.dumps(entry, default=str))
+        return json.dumps(entry, default=str)
+
+
+def use_format(fmt: str) -> None:
+    """The format of every line on stderr, the final error line included (known before the logging is set up)."""
+    global _format
+    _format = fmt
+
+
+def error_line(message: str, *, masked: bool = True) -> str:
+    """A command's final error line: `cronwarden: error: ...`, or under json one more JSON log line."""
+    if _format != "json":
+        text = f"cronwarden: error: {message}"
+        return redact(text) if masked else text
+    record = logging.LogRecord("cronwarden", logging.ERROR, __file__, 0, "%s", (message,), None)
+    return JsonFormatter().format(record) if masked else JsonFormatter().unmasked(record)
 
 
 def setup(fmt: str, level: int) -> None:
+    use_format(fmt)
     root = logging.getLogger("cronwarden")
     for handler in list(root.handlers):
         root.removeHandler(handler)

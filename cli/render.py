@@ -26,8 +26,9 @@ def is_terminal() -> bool:
 
 def error(message: str, *, masked: bool = True) -> None:
     """One clear line on stderr (masked=False only for the start-up guard, before `jobs` may be imported)."""
-    text = " ".join(str(message).split())
-    print(f"cronwarden: error: {redact(text) if masked else text}", file=sys.stderr)
+    from .logs import error_line
+
+    print(error_line(" ".join(str(message).split()), masked=masked), file=sys.stderr)
 
 
 def line(text: str) -> None:

@@ -208,19 +208,26 @@ def _db(app: "App", fn: Callable[[], T], what: str) -> T:
 
 
 def run_due(app: "App", names: list[str], on_report: Callable[[RunReport], None] | None = None) -> list[RunReport]:
-    """Every enabled job that is due, one after another (a signal stops the sequence)."""
+    """Every enabled job that is due, one after another.
+
+    A signal stops the sequence, and so does an unreachable database: every later job would spend the
+    same retry budget on the same dead server, so the first job's one error line stands for all of them.
+    """
     reports = []
-    for name in names:
+    for position, name in enumerate(names):
+        unreachable = False
         try:
             report = run_job(app, name, Trigger.SCHEDULED)
         except DatabaseUnavailable as exc:
             report = RunReport(name, RunStatus.FAILED, error=str(exc), temporary=True)
+            job_logger(name, None).error("%s; stopped, %d later job(s) not tried", exc, len(names) - position - 1)
+            unreachable = True
         except ConfigError as exc:
             report = RunReport(name, RunStatus.FAILED, error=f"configuration: {exc}", config_error=True)
             job_logger(name, None).error("not run: configuration: %s", exc)
         reports.append(report)
         if on_report is not None:
             on_report(report)
-        if report.status is RunStatus.INTERRUPTED:
+        if unreachable or report.status is RunStatus.INTERRUPTED:
             break
     return reports

@@ -28,6 +28,20 @@ def test_unreachable_database_logs_each_retry_when_not_quiet(sqlite_workspace):
     assert MARKER not in result.stderr
 
 
+def test_run_due_stops_at_the_first_job_that_finds_the_database_unreachable(sqlite_workspace):
+    sqlite_workspace.write_config('[retry]\nattempts = 3\ninitial_wait = "0.1s"\nmax_time = "2s"\n')
+    env = sqlite_workspace.env(CRONWARDEN_DATABASE_URL=f"postgresql://cw:{MARKER}@127.0.0.1:9/none")
+    quiet = sqlite_workspace.run("--quiet", "run-due", env=env)
+    assert quiet.returncode == 75
+    lines = quiet.stderr.strip().splitlines()
+    assert len(lines) == 1 and "database unreachable" in lines[0] and "later job(s) not tried" in lines[0], lines
+    assert MARKER not in quiet.stderr
+    loud = sqlite_workspace.run("run-due", "--json", env=env)
+    assert loud.returncode == 75
+    assert [j["job"] for j in json.loads(loud.stdout)["jobs"]] == ["refresh-token-cleanup"]
+    assert loud.stderr.count("; retrying") == 1, "one job's retry budget, not one per job"
+
+
 def test_failing_job_exits_1_and_records_error_and_streak(plugin_workspace, cli):
     first = cli(plugin_workspace, "test-fail", "--json")
     assert first.exit_code == 1

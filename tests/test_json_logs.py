@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+
+import pytest
 from datetime import datetime
 
 from sqlalchemy.engine import make_url
@@ -80,3 +82,25 @@ def test_json_logs_of_a_failing_observed_run_show_no_secret(pg_url, tmp_path, cl
     output = result.stdout + result.stderr
     for marker in ("db-pw-marker-3141", "ping-key-marker-2718", "push-pw-marker-1618", "smtp-pw-marker-1414"):
         assert marker not in output
+
+
+ERROR_PATHS = {
+    "config error": (["--config", "missing.toml", "status"], 78),
+    "usage error": (["no-such-command"], 2),
+    "usage error after the subcommand": (["status", "--no-such-option"], 2),
+    "database unavailable": (["--database-url", "postgresql://cw:pw@127.0.0.1:9/none", "status"], 75),
+    "job failure": (["test-fail"], 1),
+    "failure raised by a command": (["queue", "show", "999"], 2),
+}
+
+
+@pytest.mark.parametrize("path", list(ERROR_PATHS))
+def test_under_json_every_stderr_line_is_json_including_the_final_error(path, sqlite_workspace, cli) -> None:
+    sqlite_workspace.plugins = True
+    sqlite_workspace.write_config('[retry]\nattempts = 2\ninitial_wait = "0.1s"\nmax_time = "1s"\n')
+    args, code = ERROR_PATHS[path]
+    result = cli(sqlite_workspace, "--log-format", "json", *args)
+    assert result.exit_code == code, result.stderr
+    lines = json_lines(result.stderr)
+    assert lines and lines[-1]["level"] == "error", result.stderr
+    assert "pw@" not in result.stderr
