@@ -104,8 +104,11 @@ class JobContext:
         return "mysql" if name == "mariadb" else name
 
     def checkpoint(self) -> None:
-        """A batch boundary: stop here on SIGTERM/SIGINT or when the timeout has passed."""
+        """A batch boundary: stop here on SIGTERM/SIGINT, when the timeout has passed or the lock is known lost
+        (a lease not renewed in time: no batch, and no retry of one, starts after its holder stepped down)."""
         self._stop.check()
+        if self._held is not None and not self.dry_run:
+            self._held.check()
         if self._deadline is not None and time.monotonic() >= self._deadline:
             raise TimedOut(f"{self.job} passed its timeout")
 

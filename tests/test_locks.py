@@ -144,3 +144,33 @@ def test_a_live_lease_is_refused_at_once_while_its_holder_writes_on_sqlite(sqlit
     held.release()
     e1.dispose()
     e2.dispose()
+
+
+def test_a_holder_that_cannot_renew_steps_down_before_its_lease_ends(leases):
+    """River's trust window: a holder whose renewals do not get through stops committing at
+    `last renewal + TTL - TTL/5` on its own clock, while the server still counts the lease as its."""
+    from sqlalchemy import text
+
+    first, _, engine = leases
+    ttl = timedelta(seconds=4)
+    held = first.try_acquire("job-a", ttl)
+    with engine.begin() as conn:
+        held.verify(conn)
+    blocker = engine.connect()
+    tx = blocker.begin()
+    if engine.dialect.name == "sqlite":
+        blocker.exec_driver_sql("UPDATE job_leases SET locked_by = locked_by WHERE job_name = 'job-a'")
+    else:  # the renewal's UPDATE waits for this row lock, as it would wait for a network that is gone
+        blocker.execute(text("SELECT 1 FROM job_leases WHERE job_name = 'job-a' FOR UPDATE"))
+    try:
+        time.sleep(3.4)  # past 4 s - 0.8 s: the renewal at 2 s never finished
+        live = first.owns(blocker, "job-a", held.token)
+        with pytest.raises(LeaseLost, match="stepped down"), engine.connect() as conn:
+            held.verify(conn)
+        with pytest.raises(LeaseLost):
+            held.check()
+    finally:
+        tx.rollback()
+        blocker.close()
+    assert live, "the server still counted the lease as the holder's: the step-down came first"
+    held.release()

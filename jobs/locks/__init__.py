@@ -25,6 +25,9 @@ class Held(Protocol):
     def verify(self, conn: "Connection") -> None:
         """Raise LeaseLost if the lock is no longer ours; called inside each batch before commit."""
 
+    def check(self) -> None:
+        """Raise LeaseLost if the lock is known lost without asking the database; called before each batch."""
+
     def release(self) -> None:
         """Give the lock back; safe to call twice."""
 

@@ -15,6 +15,9 @@ class _FileHeld:
     def verify(self, conn) -> None:  # noqa: ANN001
         """flock cannot be lost while the process lives."""
 
+    def check(self) -> None:
+        """Nothing to check: see verify."""
+
     def release(self) -> None:
         if self._lock is not None:
             self._lock.release(force=True)

@@ -5,12 +5,19 @@ server now), renewed every TTL/2 by a thread with its own connection, and
 checked for ownership inside each batch's transaction before it commits.
 Works on any database and through connection poolers (no session state).
 Bound: a SIGKILLed holder keeps the job at most one TTL after its last renewal.
+
+A holder that cannot renew (its host partitioned, its database unreachable)
+steps down on its own: it trusts the lease only until `start of the last
+successful renewal + TTL - margin` on its monotonic clock, and commits nothing
+after that, so it never overlaps with a host that takes the expired lease even
+while it still runs (River's leader-election trust window).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from datetime import timedelta
 
@@ -38,13 +45,22 @@ def server_now_plus(dialect: str) -> str:
     return "(strftime('%Y-%m-%d %H:%M:%f', 'now', '+' || (:ttl_us / 1000000.0) || ' seconds') || '000')"
 
 
+def trust_margin(ttl: timedelta) -> float:
+    """Seconds before the lease's end at which a holder that could not renew stops committing: a
+    fifth of the TTL covers a commit in flight and the drift between the host's and the server's clocks."""
+    return ttl.total_seconds() / 5
+
+
 class _Lease:
-    def __init__(self, backend: "LeaseLockBackend", job: str, token: str, ttl: timedelta) -> None:
+    def __init__(self, backend: "LeaseLockBackend", job: str, token: str, ttl: timedelta, asked: float) -> None:
         self._backend = backend
         self.job = job
         self.token = token
         self.ttl = ttl
         self.lost = False
+        self._trust_seconds = ttl.total_seconds() - trust_margin(ttl)
+        # The server set lock_until = its now + TTL after `asked`: trusting from `asked` is never too long.
+        self._trusted_until = asked + self._trust_seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew_loop, name=f"lease-{job}", daemon=True)
         self._thread.start()
@@ -52,18 +68,35 @@ class _Lease:
     def _renew_loop(self) -> None:
         interval = self.ttl.total_seconds() / 2
         while not self._stop.wait(interval):
+            asked = time.monotonic()
             try:
                 if not self._backend.renew(self.job, self.token, self.ttl):
                     self.lost = True
                     log.error("lease for %s was taken by another process", self.job)
                     return
-            except Exception as exc:  # noqa: BLE001 - a failed renewal is retried next period
+                self._trusted_until = asked + self._trust_seconds
+                interval = self.ttl.total_seconds() / 2
+            except Exception as exc:  # noqa: BLE001 - retried soon, while the lease can still be trusted
                 log.warning("lease renewal for %s failed: %s", self.job, type(exc).__name__)
+                interval = self.ttl.total_seconds() / 10
+
+    def check(self) -> None:
+        """Raise LeaseLost once the lease is known lost or its trust window has passed (no database call)."""
+        if self.lost:
+            raise LeaseLost(f"lost the lease on {self.job}: another process may have taken it")
+        if time.monotonic() >= self._trusted_until:
+            self.lost = True
+            log.error("stepping down from the lease on %s: not renewed for %.1f s (lease_ttl %s)", self.job,
+                      self._trust_seconds, self.ttl)
+            raise LeaseLost(f"stepped down from the lease on {self.job}: it could not be renewed before its "
+                            f"TTL ended, so another host may take it")
 
     def verify(self, conn) -> None:  # noqa: ANN001
-        if self.lost or not self._backend.owns(conn, self.job, self.token):
+        self.check()
+        if not self._backend.owns(conn, self.job, self.token):
             self.lost = True
             raise LeaseLost(f"lost the lease on {self.job}: another process may have taken it")
+        self.check()  # the ownership query itself may have waited on a slow network
 
     def release(self) -> None:
         if self._stop.is_set():
@@ -94,6 +127,7 @@ class LeaseLockBackend:
         from sqlalchemy.exc import IntegrityError
 
         token = uuid.uuid4().hex
+        asked = time.monotonic()
         params = {"job": job, "by": owner_id(), "token": token, "ttl_us": int(ttl.total_seconds() * 1_000_000)}
         # A live lease is seen without writing: on SQLite a write would first wait for the write lock,
         # which the holder's own batch may have, so a loser would wait for the winner's batch.
@@ -110,7 +144,7 @@ class LeaseLockBackend:
                     ),
                     params,
                 )
-            return _Lease(self, job, token, ttl)
+            return _Lease(self, job, token, ttl, asked)
         except IntegrityError:
             pass
         with self.engine.begin() as conn:
@@ -121,7 +155,7 @@ class LeaseLockBackend:
                 ),
                 params,
             ).rowcount
-        return _Lease(self, job, token, ttl) if taken == 1 else None
+        return _Lease(self, job, token, ttl, asked) if taken == 1 else None
 
     def renew(self, job: str, token: str, ttl: timedelta) -> bool:
         from sqlalchemy import text

@@ -37,6 +37,9 @@ class _SessionHeld:
         except Exception as exc:  # noqa: BLE001 - any failure means the session is gone
             raise LeaseLost(f"the lock's database session was lost ({type(exc).__name__})") from None
 
+    def check(self) -> None:
+        """A session lock is known lost only by asking its session, which verify does inside the batch."""
+
     def release(self) -> None:
         if self._conn is None:
             return

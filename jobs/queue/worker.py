@@ -77,6 +77,9 @@ class _Claim:
         if not store.verify_claim(conn, self._job.id, self._job.token):
             raise LeaseLost(f"queued job {self._job.id} was taken over by another worker (claim expired)")
 
+    def check(self) -> None:
+        """A claim is known lost only by reading its row, which verify does inside the batch."""
+
 
 class _Recorder:
     """Records outcomes; on a database server, on a thread of its own while the worker claims and runs more.
