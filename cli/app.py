@@ -82,44 +82,12 @@ def build(specs: tuple, plugins_loaded: bool) -> typer.Typer:
     return app
 
 
-def _command_word(argv: list[str]) -> str | None:
-    takes_value = {"--config", "--database-url", "--log-format", "--metrics-file", "--pushgateway"}
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if arg in takes_value:
-            skip = True
-            continue
-        if not arg.startswith("-"):
-            return arg
-    return None
-
-
-def _log_format(argv: list[str]) -> str:
-    """The --log-format given anywhere on the line, so that even an error before parsing ends in that format."""
-    chosen = "text"
-    for i, arg in enumerate(argv):
-        if arg == "--":
-            break
-        if arg == "--log-format" and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith("--log-format="):
-            value = arg.partition("=")[2]
-        else:
-            continue
-        if value in ("text", "json"):
-            chosen = value
-    return chosen
-
-
 def main(argv: list[str] | None = None, prog_name: str = "cronwarden") -> int:
     """Entry point of the console script; returns the exit code."""
-    from . import exit_codes, logs, render
+    from . import argv as argv_mod, exit_codes, logs, render
 
     args = list(sys.argv[1:] if argv is None else argv)
-    logs.use_format(_log_format(args))
+    logs.use_format(argv_mod.log_format(args))
     problem = _shadowing_problem()
     if problem:
         render.error(problem, masked=False)
@@ -128,7 +96,7 @@ def main(argv: list[str] | None = None, prog_name: str = "cronwarden") -> int:
     from jobs.registry import all_specs, builtin_specs
 
     builtin = builtin_specs()
-    word = _command_word(args)
+    word = argv_mod.command_word(args)
     plugins = word not in {s.name for s in builtin}
     try:
         specs = all_specs(with_plugins=plugins)
@@ -136,6 +104,7 @@ def main(argv: list[str] | None = None, prog_name: str = "cronwarden") -> int:
         render.error(f"configuration: {exc}")
         return exit_codes.EX_CONFIG
     command = typer.main.get_command(build(specs, plugins))
+    args = argv_mod.hoist(args, command)
     click = _click_exceptions()
     try:
         rv = command.main(args=args, prog_name=prog_name, standalone_mode=False)
