@@ -35,6 +35,20 @@ def _shadowing_problem() -> str | None:
     return None
 
 
+def _print_version(value: bool) -> None:
+    """`--version`: the installed package's version, read from its metadata (one source: pyproject.toml)."""
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("cronwarden")
+    except PackageNotFoundError:
+        found = "unknown (not installed as a package)"
+    print(f"cronwarden {found}")
+    raise typer.Exit(0)
+
+
 def build(specs: tuple, plugins_loaded: bool) -> typer.Typer:
     from . import db_commands, job_commands, metrics_commands, ops_commands, queue_commands
 
@@ -66,6 +80,8 @@ def build(specs: tuple, plugins_loaded: bool) -> typer.Typer:
             "--pushgateway", metavar="URL", envvar="CRONWARDEN_PUSHGATEWAY",
             help="After each run, PUT every job's metrics to this Prometheus Pushgateway "
                  "(grouping key /metrics/job/cronwarden unless the URL names one).")] = None,
+        version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                              help="Print the version and exit.")] = False,
     ) -> None:
         from . import logs
 

@@ -43,11 +43,9 @@ def upgrade(
 
 @handled
 def demo(ctx: typer.Context) -> int:
-    """Embedded SQLite: create sample data, run every job once, show the status table."""
+    """Embedded SQLite in ./cronwarden-demo/: create sample data, run every job once, show the status table."""
     import dataclasses
     import secrets as random_secrets
-
-    from pathlib import Path
 
     from jobs import clock, schema
     from jobs import demo as demo_data
@@ -57,23 +55,20 @@ def demo(ctx: typer.Context) -> int:
     from jobs.secrets import Secret
 
     state = ctx.find_root().obj
+    state.config_path = str(demo_data.write_config())
     app = state.app()
     if app.engine.dialect.name != "sqlite":
         raise UsageError("demo runs on the embedded SQLite database only; unset CRONWARDEN_DATABASE_URL")
     schema.upgrade(app.engine)
     settings = {name: job.settings for name, job in app.config.jobs.items()}
-    log_dir = getattr(settings.get("log-cleanup"), "log_directory", None) or "logs"
-    created = demo_data.seed(app.engine, clock.utcnow(), Path(log_dir))
+    created = demo_data.seed(app.engine, clock.utcnow(), settings["log-cleanup"].log_directory)
     if created:
-        render.line("sample data: " + ", ".join(f"{n} {what}" for what, n in created.items()))
+        render.line(f"sample data in {demo_data.DATABASE}: " + ", ".join(f"{n} {what}" for what, n in created.items()))
+    else:
+        render.line(f"sample data: already in {demo_data.DATABASE}, kept (delete {demo_data.FOLDER}/ to start over)")
     for name, value in settings.items():
-        changes = {}
-        for f in dataclasses.fields(value):
-            current = getattr(value, f.name)
-            if isinstance(current, Secret) and not current:
-                changes[f.name] = Secret(random_secrets.token_urlsafe(24))
-            elif f.name == "transport":
-                changes[f.name] = "file"
+        changes = {f.name: Secret(random_secrets.token_urlsafe(24)) for f in dataclasses.fields(value)
+                   if isinstance(getattr(value, f.name), Secret) and not getattr(value, f.name)}
         settings[name] = dataclasses.replace(value, **changes)
     codes = []
     for name, job in app.config.jobs.items():
@@ -83,7 +78,10 @@ def demo(ctx: typer.Context) -> int:
         counts = ", ".join(f"{k}={v}" for k, v in sorted(report.counts.items())) or "no items"
         render.line(f"{name}: {report.status.value} ({counts})" + (f": {report.error}" if report.error else ""))
         codes.append(exit_codes.for_report(report))
+    render.line(f"emails: written as .eml files to {settings['email-queue'].file_directory}/ (no mail server needed)")
     from .ops_commands import show_status
 
     show_status(app)
+    render.line(f"next: cronwarden --config {demo_data.CONFIG} status  (every file of the demo is in "
+                f"{demo_data.FOLDER}/)")
     return exit_codes.worst(codes)

@@ -1,4 +1,9 @@
-"""Sample application data for `cronwarden demo` on the embedded SQLite database."""
+"""Sample application data for `cronwarden demo` on the embedded SQLite database.
+
+Everything the demo writes lives in one folder (`./cronwarden-demo/`: database, locks, outbox,
+log files and the config that names them), so `rm -r cronwarden-demo` undoes it and .gitignore
+covers it; the config lets any later command reach the same database with `--config`.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,30 @@ from .app_tables import create_default_tables, default_metadata
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
+
+
+FOLDER = Path("cronwarden-demo")
+CONFIG = FOLDER / "cronwarden.toml"
+DATABASE = FOLDER / "cronwarden.db"
+OUTBOX = FOLDER / "outbox"
+LOGS = FOLDER / "logs"
+
+
+def write_config() -> Path:
+    """Create the demo folder and its config once (an operator's edits to it are kept)."""
+    FOLDER.mkdir(mode=0o700, exist_ok=True)
+    if not CONFIG.exists():
+        CONFIG.write_text(
+            "# Written by `cronwarden demo`: every file of the demo stays in this folder.\n"
+            f'database_url = "sqlite:///{DATABASE.as_posix()}"\n\n'
+            "[jobs.email-queue]\n"
+            'transport = "file"\n'
+            f'file_directory = "{OUTBOX.as_posix()}"\n\n'
+            "[jobs.log-cleanup]\n"
+            f'log_directory = "{LOGS.as_posix()}"\n',
+            encoding="utf-8",
+        )
+    return CONFIG
 
 
 def seed(engine: "Engine", now: datetime, log_directory: Path) -> dict[str, int]:
