@@ -41,11 +41,13 @@ def _print_version(value: bool) -> None:
         return
     from importlib.metadata import PackageNotFoundError, version
 
+    from . import render
+
     try:
         found = version("cronwarden")
     except PackageNotFoundError:
         found = "unknown (not installed as a package)"
-    print(f"cronwarden {found}")
+    render.line(f"cronwarden {found}")
     raise typer.Exit(0)
 
 
