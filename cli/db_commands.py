@@ -23,13 +23,20 @@ def upgrade(
     app_tables: Annotated[bool, typer.Option("--app-tables", help="Also create the default application tables "
                                              "(users, refresh_tokens, email_queue, logs) where missing.")] = False,
 ) -> int:
-    """Create or upgrade the tool's tables (idempotent; existing rows are kept)."""
+    """Create or upgrade the tool's tables (idempotent; existing rows are kept).
+
+    It also notes every enabled job as known from now on, so `check` reports one that never runs.
+    """
     from jobs import schema
     from jobs.runner import _db
 
     state = ctx.find_root().obj
     app = state.app()
     changes = _db(app, lambda: schema.upgrade(app.engine), "upgrading the schema")
+    from jobs import clock, tracking
+
+    _db(app, lambda: tracking.note_seen(app.engine, tracking.watched(app.config), clock.utcnow()),
+        "noting the configured jobs")
     if app_tables:
         from jobs.app_tables import create_default_tables
 

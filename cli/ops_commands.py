@@ -65,8 +65,10 @@ def _assess(app):  # noqa: ANN001, ANN202
     from jobs import clock, health, tracking
     from jobs.runner import _db
 
-    states = _db(app, lambda: tracking.all_states(app.engine), "reading the tracking table")
-    return health.assess(app.config, states, clock.utcnow())
+    now = clock.utcnow()
+    states = _db(app, lambda: tracking.all_states(app.engine, tracking.watched(app.config), now),
+                 "reading the tracking table")
+    return health.assess(app.config, states, now)
 
 
 @handled
@@ -163,6 +165,9 @@ def check(
             detail = f"{j.consecutive_failures} failure(s) in a row, last: {j.last_error}"
         elif j.state == "stuck":
             detail = f"running since {render.when(j.last_executed_at)} UTC on {j.last_executed_by}"
+        elif j.last_success_at is None:
+            detail = (f"overdue by {int(j.overdue_seconds)}s: never succeeded since the database first knew it "
+                      f"({render.when(j.first_seen_at)} UTC); is its crontab line or CronJob missing?")
         else:
             detail = f"overdue by {int(j.overdue_seconds)}s (was due {render.when(j.next_due_at)} UTC)"
         render.line(f"{j.state.upper()} {j.name}: {detail}")

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Mapping
 
 from .outcome import RunStatus
+from .schedule import first_slot
 from .tracking import next_due_at
 
 if TYPE_CHECKING:
@@ -17,9 +18,10 @@ STUCK_AFTER = timedelta(hours=6)
 
 @dataclass(frozen=True)
 class JobHealth:
-    """state: ok | pending (never ran) | overdue (past next due + grace) | failing | paused | disabled |
-    running | stuck (still `running` past its timeout, or 6 h, plus grace: its process most likely died
-    and no later tick has reaped it yet)."""
+    """state: ok | pending (never succeeded, not yet past its first slot + grace) | overdue (past next due
+    + grace; for a job that never succeeded, its first slot after the database first knew it, + grace) |
+    failing | paused | disabled | running | stuck (still `running` past its timeout, or 6 h, plus grace:
+    its process most likely died and no later tick has reaped it yet)."""
 
     name: str
     schedule: str
@@ -35,6 +37,7 @@ class JobHealth:
     consecutive_failures: int
     last_error: str | None
     overdue_seconds: float
+    first_seen_at: datetime | None = None
 
     @property
     def alarming(self) -> bool:
@@ -56,9 +59,11 @@ def _assess_one(config: "Config", name: str, row: Any, now: datetime) -> JobHeal
     job = config.jobs[name]
     get = (lambda key: row[key]) if row is not None else (lambda key: None)
     due = next_due_at(row, job)
+    never = get("last_success_at") is None
+    owed = first_slot(job.schedule, get("first_seen_at")) if due is None and never else due
     failures = get("consecutive_failures") or 0
     last_status = get("last_status")
-    overdue = ((now - due) - job.grace).total_seconds() if due is not None else 0.0
+    overdue = ((now - owed) - job.grace).total_seconds() if owed is not None else 0.0
     if not job.enabled:
         state = "disabled"
     elif get("paused"):
@@ -69,10 +74,10 @@ def _assess_one(config: "Config", name: str, row: Any, now: datetime) -> JobHeal
         started = get("last_executed_at")
         limit = (job.timeout or STUCK_AFTER) + job.grace
         state = "stuck" if started is not None and now - started > limit else "running"
-    elif row is None or get("last_success_at") is None and due is None:
-        state = "pending"
     elif overdue > 0:
         state = "overdue"
+    elif never:
+        state = "pending"
     else:
         state = "ok"
     return JobHealth(
@@ -90,4 +95,5 @@ def _assess_one(config: "Config", name: str, row: Any, now: datetime) -> JobHeal
         consecutive_failures=failures,
         last_error=get("last_error"),
         overdue_seconds=max(overdue, 0.0) if state == "overdue" else 0.0,
+        first_seen_at=get("first_seen_at"),
     )

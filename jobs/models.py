@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_VERSION = 2  # 2: queued_jobs (one-off job queue)
+SCHEMA_VERSION = 3  # 2: queued_jobs (one-off job queue); 3: recurring_job_executions.first_seen_at
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -70,6 +70,8 @@ executions = Table(
     Column("paused", Boolean, nullable=False, default=False),
     Column("paused_at", UTCDateTime),
     Column("paused_by", String(255)),
+    Column("first_seen_at", UTCDateTime, doc="when the database first knew the job: a job that never succeeded "
+                                              "is overdue once its first slot after this plus grace has passed"),
 )
 
 runs = Table(

@@ -249,6 +249,17 @@ def is_due(schedule: Schedule, state: DueState | None, now: datetime) -> bool:
     return now + early >= due_at
 
 
+def first_slot(schedule: Schedule, known_since: datetime | None) -> datetime | None:
+    """When a job that never succeeded was first owed a run: at once for an interval (it is due as soon as
+    the database knows it), the first fire time for cron. None when unknown, and for a one-shot job
+    (run by hand at deploy time, never by a tick)."""
+    if known_since is None or isinstance(schedule, Once):
+        return None
+    if isinstance(schedule, Cron):
+        return schedule.next_after(known_since - timedelta(microseconds=1))
+    return known_since
+
+
 def satisfied_slot(schedule: Schedule, last_slot_at: datetime | None, started_at: datetime) -> datetime:
     """The slot a successful run that started at started_at fulfils (for the grid anchor)."""
     if last_slot_at is None and isinstance(schedule, Interval):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
 from .models import executions, runs
 from .outcome import RunStatus, Trigger
@@ -16,9 +17,10 @@ from .schedule import DueState, next_due, retry_at, satisfied_slot
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine, RowMapping
 
-    from .config import JobConfig
+    from .config import Config, JobConfig
 
 T = TypeVar("T")
+log = logging.getLogger("cronwarden.tracking")
 NEVER = datetime.max.replace(tzinfo=None)
 
 
@@ -104,7 +106,7 @@ def start_run(engine: "Engine", job: "JobConfig", trigger: Trigger, now: datetim
             insert(runs).values(job_name=job.name, status=RunStatus.RUNNING.value, trigger=trigger.value,
                                 host=host, pid=pid, started_at=now, items=0)
         ).inserted_primary_key[0]
-        _upsert(conn, job.name, last_status=RunStatus.RUNNING.value, last_run_id=run_id, last_executed_at=now,
+        _upsert(conn, job.name, now, last_status=RunStatus.RUNNING.value, last_run_id=run_id, last_executed_at=now,
                 last_executed_by=f"{host}:{pid}")
     return int(run_id)
 
@@ -154,15 +156,38 @@ def finish_run(
     return due
 
 
-def _upsert(conn: "Connection", job: str, **values: Any) -> None:
+def _upsert(conn: "Connection", job: str, seen: datetime, **values: Any) -> None:
+    """Update the job's row, or insert it; `seen` becomes its first_seen_at unless one is stored."""
+    values["first_seen_at"] = func.coalesce(executions.c.first_seen_at, seen)
     if conn.execute(update(executions).where(executions.c.job_name == job).values(**values)).rowcount:
         return
     try:
         with conn.begin_nested():
             conn.execute(insert(executions).values({"job_name": job, "consecutive_failures": 0, "paused": False,
-                                                    **values}))
+                                                    **values, "first_seen_at": seen}))
     except IntegrityError:
         conn.execute(update(executions).where(executions.c.job_name == job).values(**values))
+
+
+def watched(config: "Config") -> list[str]:
+    """The jobs whose first sighting starts an overdue clock: enabled, with a schedule a tick honours."""
+    from .schedule import Once
+
+    return [name for name, job in config.jobs.items() if job.enabled and not isinstance(job.schedule, Once)]
+
+
+def note_seen(engine: "Engine", names: "list[str]", now: datetime) -> list[str]:
+    """Remember when the database first knew each job: the start of a never-run job's overdue clock.
+
+    Returns the jobs it wrote (those without a first_seen_at); the others cost one read.
+    """
+    with engine.begin() as conn:
+        known = dict(conn.execute(select(executions.c.job_name, executions.c.first_seen_at)
+                                  .where(executions.c.job_name.in_(names))).all())
+        new = [name for name in names if known.get(name) is None]
+        for name in new:
+            _upsert(conn, name, now)
+    return new
 
 
 def set_paused(engine: "Engine", job: str, paused: bool, by: str, now: datetime) -> bool:
@@ -172,16 +197,27 @@ def set_paused(engine: "Engine", job: str, paused: bool, by: str, now: datetime)
         row = conn.execute(select(executions.c.paused).where(executions.c.job_name == job)).first()
         if row is not None and bool(row.paused) == paused:
             return False
-        _upsert(conn, job, paused=paused, paused_at=now if paused else None, paused_by=by if paused else None)
+        _upsert(conn, job, now, paused=paused, paused_at=now if paused else None, paused_by=by if paused else None)
     return True
 
 
-def all_states(engine: "Engine") -> dict[str, "RowMapping"]:
+def all_states(engine: "Engine", seen: "Iterable[str]" = (), now: datetime | None = None) -> dict[str, "RowMapping"]:
+    """Every tracking row; the jobs in `seen` that the database did not know yet are noted as first seen
+    `now` where this connection may write (a read-only one simply leaves them unknown)."""
     def read() -> dict[str, "RowMapping"]:
         with engine.connect() as conn:
             return {r["job_name"]: r for r in conn.execute(select(executions)).mappings().all()}
 
-    return _with_schema(engine, read)
+    states = _with_schema(engine, read)
+    unseen = [name for name in seen if name not in states or states[name]["first_seen_at"] is None]
+    if unseen and now is not None:
+        try:
+            note_seen(engine, unseen, now)
+        except DBAPIError as exc:
+            log.debug("could not note %s as first seen: %s", ", ".join(unseen), exc)
+            return states
+        states = read()
+    return states
 
 
 def history(engine: "Engine", job: str | None, limit: int) -> list["RowMapping"]:

@@ -161,13 +161,15 @@ def exposition(app: "App") -> str:
     from .. import clock, tracking
     from ..runner import _db
 
-    states = _db(app, lambda: tracking.all_states(app.engine), "reading the tracking table")
+    now = clock.utcnow()
+    states = _db(app, lambda: tracking.all_states(app.engine, tracking.watched(app.config), now),
+                 "reading the tracking table")
     counts = _db(app, lambda: tracking.run_counts(app.engine), "reading the history")
     items = _db(app, lambda: history_items(app.engine), "reading the history")
     from ..queue import queue_depth
 
     depth = _db(app, lambda: queue_depth(app.engine), "reading the queue")
-    return render(build(app.config, states, counts, items, clock.utcnow()) + queue_families(depth))
+    return render(build(app.config, states, counts, items, now) + queue_families(depth))
 
 
 def queue_families(depth: Mapping[str, Any]) -> list[Family]:
