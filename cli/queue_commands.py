@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Annotated, Callable, Optional, TypeVar
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from jobs.app import App
 
 T = TypeVar("T")
+log = logging.getLogger("cronwarden.cli")
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
@@ -71,9 +73,11 @@ def enqueue(
     after: Annotated[Optional[int], typer.Option("--after", metavar="ID",
                                                  help="Run once job ID has succeeded.")] = None,
     key: Annotated[Optional[str], typer.Option("--key", help="Idempotency key: the same key gives the same job.")] = None,
+    json: JsonFlag = False,
 ) -> int:
-    """Add a one-off job to the queue and print its id."""
-    from jobs.queue import enqueue as add, find_task, validate_args
+    """Add a one-off job to the queue and print its id (with a taken --key: the existing job's, and a warning
+    when its task or arguments differ)."""
+    from jobs.queue import find_task, submit, validate_args
     from jobs.schedule import parse_duration
 
     if delay is not None and at is not None:
@@ -88,11 +92,18 @@ def enqueue(
     when = _parse_at(at) if at is not None else None
     app = _app(ctx)
 
-    def write() -> int:
+    def write():  # noqa: ANN202
         with app.engine.begin() as conn:
-            return add(conn, task, args=values, delay=delay_td, at=when, after=after, key=key)
+            return submit(conn, task, args=values, delay=delay_td, at=when, after=after, key=key)
 
-    render.line(str(_db(app, write, "enqueuing the job")))
+    done = _db(app, write, "enqueuing the job")
+    if not done.same_arguments:
+        log.warning("key %r already names job %d (%s) with other arguments: that job is kept unchanged, "
+                    "these arguments were not queued", key, done.id, done.existing_job)
+    if json:
+        render.json_out({"id": done.id, "existing": done.existing, "same_arguments": done.same_arguments})
+    else:
+        render.line(str(done.id))
     return exit_codes.EX_OK
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
     from ..context import JobContext
+    from .store import Enqueued
 
 __all__ = ["TaskSpec", "enqueue", "queue_depth", "task_specs", "find_task", "InvalidArguments",
            "DEFAULT_RETRY_DELAYS"]
@@ -202,8 +203,26 @@ def enqueue(
     """Add a job in the caller's transaction (never committed here); returns its id.
 
     The job exists exactly when the caller's transaction commits. The same key
-    twice gives the existing job's id. `after` makes a continuation: it runs
-    once that job succeeds and is cancelled if it fails for good or is cancelled.
+    twice gives the existing job's id (`submit` also says whether it existed).
+    `after` makes a continuation: it runs once that job succeeds and is
+    cancelled if it fails for good or is cancelled.
+    """
+    return submit(connection_or_session, job, args=args, delay=delay, at=at, after=after, key=key).id
+
+
+def submit(
+    connection_or_session: Any,
+    job: "str | TaskSpec",
+    *,
+    args: Mapping[str, Any] | None = None,
+    delay: timedelta | None = None,
+    at: datetime | None = None,
+    after: int | None = None,
+    key: str | None = None,
+) -> "Enqueued":
+    """`enqueue`, telling whether the key was already taken and whether that job has the same task and arguments.
+
+    A taken key never changes the existing job: its own arguments, schedule and parent stay as they are.
     """
     from . import store
 

@@ -93,22 +93,40 @@ def insert_row(conn: "Connection", task: "TaskSpec", args_json: str, *, delay: t
     return int(conn.execute(insert(q).values(**values)).inserted_primary_key[0])
 
 
+@dataclass(frozen=True)
+class Enqueued:
+    """What an enqueue did: a new row, or the row that already held the key (and whether it matches)."""
+
+    id: int
+    existing: bool = False
+    existing_job: str | None = None
+    same_arguments: bool = True
+
+
 def add(conn: "Connection", task: "TaskSpec", args_json: str, *, delay: timedelta | None,
-           at: datetime | None, after: int | None, key: str | None) -> int:
-    """One row; with a key, the existing row's id when the key is already taken (even concurrently)."""
+        at: datetime | None, after: int | None, key: str | None) -> Enqueued:
+    """One row; with a key, the existing row when the key is already taken (even concurrently)."""
     if key is None:
-        return insert_row(conn, task, args_json, delay=delay, at=at, after=after, key=None)
-    existing = conn.execute(select(q.c.id).where(q.c.idempotency_key == key)).scalar()
+        return Enqueued(insert_row(conn, task, args_json, delay=delay, at=at, after=after, key=None))
+    existing = _keyed(conn, key, task, args_json)
     if existing is not None:
-        return int(existing)
+        return existing
     try:
         with conn.begin_nested():
-            return insert_row(conn, task, args_json, delay=delay, at=at, after=after, key=key)
+            return Enqueued(insert_row(conn, task, args_json, delay=delay, at=at, after=after, key=key))
     except IntegrityError:
-        existing = conn.execute(select(q.c.id).where(q.c.idempotency_key == key)).scalar()
+        existing = _keyed(conn, key, task, args_json)
         if existing is None:
             raise
-        return int(existing)
+        return existing
+
+
+def _keyed(conn: "Connection", key: str, task: "TaskSpec", args_json: str) -> Enqueued | None:
+    row = conn.execute(select(q.c.id, q.c.job_name, q.c.args).where(q.c.idempotency_key == key)).first()
+    if row is None:
+        return None
+    same = row.job_name == task.name and json.loads(row.args) == json.loads(args_json)
+    return Enqueued(int(row.id), existing=True, existing_job=row.job_name, same_arguments=same)
 
 
 @dataclass

@@ -35,6 +35,28 @@ def test_enqueue_prints_the_id_and_the_same_key_gives_the_same_job(qcli, workspa
     assert listed(qcli, workspace) == {1: "enqueued"}
 
 
+def test_enqueue_json_says_whether_the_key_was_already_taken(qcli, workspace):
+    first = json.loads(qcli(workspace, "enqueue", "test-noop", "--key", "k1", "--json").stdout)
+    again = qcli(workspace, "enqueue", "test-noop", "--key", "k1", "--json")
+    assert first == {"id": 1, "existing": False, "same_arguments": True}
+    assert json.loads(again.stdout) == {"id": 1, "existing": True, "same_arguments": True}
+    assert again.stderr == ""
+
+
+def test_enqueue_with_a_taken_key_and_other_arguments_warns_and_keeps_the_first_job(qcli, workspace):
+    qcli(workspace, "enqueue", "test-record", "--arg", "tag=first", "--key", "k1")
+    second = qcli(workspace, "--quiet", "enqueue", "test-record", "--arg", "tag=second", "--key", "k1", "--json")
+    assert second.exit_code == 0
+    assert json.loads(second.stdout) == {"id": 1, "existing": True, "same_arguments": False}
+    [warning] = second.stderr.splitlines()
+    assert "WARNING" in warning and "'k1'" in warning and "job 1" in warning and "other arguments" in warning
+    other_task = qcli(workspace, "enqueue", "test-noop", "--key", "k1")
+    assert other_task.stdout.strip() == "1" and "other arguments" in other_task.stderr
+    shown = json.loads(qcli(workspace, "queue", "show", "1", "--json").stdout)
+    assert shown["job_name"] == "test-record" and shown["args"]["tag"] == "first"
+    assert listed(qcli, workspace) == {1: "enqueued"}
+
+
 def test_enqueue_refuses_bad_arguments_with_exit_2(qcli, workspace):
     missing = qcli(workspace, "enqueue", "test-record")
     wrong = qcli(workspace, "enqueue", "test-record", "--arg", "tag=x", "--arg", "fail_times=many")
