@@ -49,11 +49,21 @@ def list_jobs(
         for name, job in app.config.jobs.items()
     ]
     if json:
-        render.json_out({"jobs": rows})
+        render.json_out({"jobs": rows, "locks": _lock_bounds(app.config)})
     else:
         render.table("jobs", ["job", "schedule", "enabled", "description"],
                      [[r["job"], r["schedule"], "yes" if r["enabled"] else "disabled", r["description"]] for r in rows])
     return exit_codes.EX_OK
+
+
+def _lock_bounds(config) -> dict:  # noqa: ANN001
+    """The lock backend and what bounds a vanished host, with the session settings derived from
+    [locks] host_loss_bound for this database (nothing is connected)."""
+    from jobs.db import dialect_of
+    from jobs.locks import backend_name
+
+    return {"backend": backend_name(config),
+            **config.locks.host_loss().describe(dialect_of(config.database_url))}
 
 
 def _health(ctx: typer.Context):  # noqa: ANN202

@@ -40,7 +40,7 @@ class App:
         if self._engine is None:
             from .db import make_engine
 
-            self._engine = make_engine(self.config.database_url)
+            self._engine = make_engine(self.config.database_url, bounds=self.config.locks.host_loss())
         return self._engine
 
     @property

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from . import settings as settings_mod
 from .errors import ConfigError
@@ -18,10 +18,14 @@ from .schedule import Schedule, parse_duration, parse_schedule
 from .secrets import redact
 from .spec import JobSpec
 
+if TYPE_CHECKING:
+    from .host_loss import HostLossBounds
+
 DEFAULT_DATABASE_URL = "sqlite:///cronwarden.db"
 DEFAULT_RETRY_DELAYS = (timedelta(seconds=60), timedelta(seconds=300), timedelta(seconds=900))
 LOCK_BACKENDS = ("auto", "file", "postgres", "mysql", "lease")
 COMMON_JOB_KEYS = ("enabled", "interval", "cron", "timezone", "retry_delays", "timeout", "grace", "ping_url")
+HOST_LOSS_MIN, HOST_LOSS_MAX = timedelta(seconds=8), timedelta(hours=1)  # 8 s: 1 s idle + 3 probes 1 s apart
 _TOP_KEYS = ("database_url", "locks", "retry", "history", "jobs")
 
 
@@ -40,6 +44,13 @@ class LockConfig:
     backend: str = "auto"
     directory: Path | None = None
     lease_ttl: timedelta = timedelta(minutes=5)
+    host_loss_bound: timedelta = timedelta(seconds=60)
+
+    def host_loss(self) -> HostLossBounds:
+        """The connection timeouts and session settings derived from host_loss_bound."""
+        from .host_loss import HostLossBounds
+
+        return HostLossBounds(self.host_loss_bound.total_seconds())
 
 
 @dataclass(frozen=True)
@@ -182,7 +193,7 @@ def _database_url(raw: Mapping[str, Any], env: Mapping[str, str], cli_value: str
 
 
 def _locks(table: dict[str, Any], env: Mapping[str, str]) -> LockConfig:
-    _only(table, ("backend", "directory", "lease_ttl"), "[locks]")
+    _only(table, ("backend", "directory", "lease_ttl", "host_loss_bound"), "[locks]")
     backend = table.get("backend", "auto")
     if backend not in LOCK_BACKENDS:
         raise ConfigError(f"[locks] backend: must be one of {', '.join(LOCK_BACKENDS)}, got {backend!r}")
@@ -190,7 +201,10 @@ def _locks(table: dict[str, Any], env: Mapping[str, str]) -> LockConfig:
     if directory is not None and (not isinstance(directory, str) or not directory or "\x00" in directory):
         raise ConfigError(f"[locks] directory: expected a path, got {directory!r}")
     ttl = _duration(table.get("lease_ttl", "5m"), "[locks] lease_ttl", minimum=timedelta(seconds=2))
-    return LockConfig(backend, Path(directory) if directory else None, ttl)
+    bound = _duration(table.get("host_loss_bound", "60s"), "[locks] host_loss_bound", minimum=HOST_LOSS_MIN)
+    if bound > HOST_LOSS_MAX:
+        raise ConfigError(f"[locks] host_loss_bound: must be at most 1h, got {table['host_loss_bound']!r}")
+    return LockConfig(backend, Path(directory) if directory else None, ttl, bound)
 
 
 def _retry(table: dict[str, Any]) -> RetryPolicy:

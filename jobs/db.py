@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from sqlalchemy import Table
     from sqlalchemy.engine import Connection, Engine
 
+    from .host_loss import HostLossBounds
+
 _DRIVERS = {
     "sqlite": "sqlite",
     "postgresql": "postgresql+psycopg",
@@ -21,7 +23,6 @@ _DRIVERS = {
     "mariadb": "mysql+pymysql",
 }
 _KNOWN_BACKENDS = ("sqlite", "postgresql", "mysql", "mariadb")
-CONNECT_TIMEOUT_SECONDS = 5
 
 
 def validate_url(url: str) -> None:
@@ -68,9 +69,11 @@ def dialect_of(url: str) -> str:
     return make_url(normalize(url)).get_backend_name().replace("mariadb", "mysql")
 
 
-def make_engine(url: str, *, pool_size: int = 2) -> "Engine":
-    """One engine per invocation: pre-ping, short connect timeout, SQLite in WAL mode."""
+def make_engine(url: str, *, pool_size: int = 2, bounds: "HostLossBounds | None" = None) -> "Engine":
+    """One engine per invocation: pre-ping, SQLite in WAL mode; on a server, every timeout and session
+    setting that bounds a silent or vanished peer derives from `bounds` ([locks] host_loss_bound)."""
     from sqlalchemy import create_engine, event
+    from sqlalchemy.engine import make_url
 
     normalized = normalize(url)
     dialect = dialect_of(url)
@@ -97,20 +100,31 @@ def make_engine(url: str, *, pool_size: int = 2) -> "Engine":
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    connect_args: dict[str, object] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    from .host_loss import HostLossBounds
+
+    bounds = bounds or HostLossBounds()
+    given = make_url(normalized).query
     if dialect == "postgresql":
-        connect_args.update(keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3,
-                            application_name="cronwarden")
+        connect_args: dict[str, Any] = {**bounds.postgres_connect_args(given), "application_name": "cronwarden"}
     else:
-        connect_args.update(read_timeout=600, write_timeout=600)
-    return create_engine(
+        connect_args = {k: v for k, v in bounds.mysql_client().items() if k not in given}
+    engine = create_engine(
         normalized,
         pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=4,
-        pool_recycle=600,
+        pool_recycle=600,  # a pooled session the server ended meanwhile (wait_timeout) fails the pre-ping
         connect_args=connect_args,
     )
+    if dialect == "mysql":
+        session_sql = bounds.mysql_session_sql()
+
+        @event.listens_for(engine, "connect")
+        def _mysql_session(dbapi_conn, _record):  # noqa: ANN001 - DBAPI types
+            with dbapi_conn.cursor() as cur:
+                cur.execute(session_sql)
+
+    return engine
 
 
 def insert_many(conn: "Connection", table: "Table", rows: "list[dict[str, Any]]") -> None:

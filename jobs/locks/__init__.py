@@ -66,7 +66,7 @@ def backend_for(config: "Config", engine: "Engine") -> LockBackend:
     if name == "mysql":
         from .mysql import MySQLLockBackend
 
-        return MySQLLockBackend(engine)
+        return MySQLLockBackend(engine, ping_every=config.locks.host_loss().lock_ping_seconds)
     from .lease import LeaseLockBackend
 
     return LeaseLockBackend(engine)

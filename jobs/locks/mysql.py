@@ -1,7 +1,10 @@
 """MySQL/MariaDB GET_LOCK on a dedicated connection, freed when the session ends.
 
 Bound: at once when the holder dies on a live host; when the host is lost,
-when the server notices the dead connection (net_read_timeout / wait_timeout).
+within half of `[locks] host_loss_bound` (30 s by default): the session's
+wait_timeout, net_read_timeout and net_write_timeout are set to it
+(jobs/host_loss.py), and a live holder pings its idle lock session well
+inside wait_timeout.
 """
 
 from __future__ import annotations
@@ -23,11 +26,15 @@ def lock_name(job: str, database: str | None) -> str:
 
 class MySQLLockBackend:
     name = "mysql"
-    crash_bound = "0 s when the process dies (the server ends its session); wait_timeout if the host is lost"
+    crash_bound = ("0 s when the process dies (the server ends its session); half of [locks] host_loss_bound "
+                   "(30 s by default, the session's wait_timeout) if the host is lost")
 
-    def __init__(self, engine) -> None:  # noqa: ANN001
+    def __init__(self, engine, ping_every: float | None = None) -> None:  # noqa: ANN001
+        from ..host_loss import HostLossBounds
+
         self.engine = engine
+        self.ping_every = ping_every or HostLossBounds().lock_ping_seconds
 
     def try_acquire(self, job: str, ttl: timedelta) -> _SessionHeld | None:
         return take_session_lock(self.engine, "SELECT GET_LOCK(:name, 0)", "SELECT RELEASE_LOCK(:name)",
-                                 {"name": lock_name(job, self.engine.url.database)})
+                                 {"name": lock_name(job, self.engine.url.database)}, self.ping_every)

@@ -1,13 +1,15 @@
 """PostgreSQL session advisory lock on a dedicated connection.
 
 The server frees it when the session ends: at once when the holder dies on a
-live host (the socket closes), and within TCP keepalive time (30 s idle +
-3 × 10 s probes) when the host itself is lost.
+live host (the socket closes), and within half of `[locks] host_loss_bound`
+(30 s by default: server TCP keepalives and tcp_user_timeout, set per session,
+jobs/host_loss.py) when the host itself is lost.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from datetime import timedelta
 
 from ..errors import LeaseLost
@@ -21,26 +23,58 @@ def advisory_key(job: str) -> int:
 
 class _SessionHeld:
     """A session-level lock on a dedicated autocommit connection (no transaction stays open on it,
-    so a long run does not hold back PostgreSQL's vacuum horizon)."""
+    so a long run does not hold back PostgreSQL's vacuum horizon).
 
-    def __init__(self, conn, release_sql: str, params: dict) -> None:  # noqa: ANN001
+    ping_every: where the server ends sessions idle longer than wait_timeout (MariaDB/MySQL, which
+    have no per-session TCP keepalive), a thread pings the session this often, so a live holder keeps
+    its lock however long it works between batches, while a vanished one loses it within wait_timeout.
+    A failed ping marks the lock lost; the next verify() refuses to commit.
+    """
+
+    def __init__(self, conn, release_sql: str, params: dict, ping_every: float | None = None) -> None:  # noqa: ANN001
         self._conn = conn
         self._release_sql = release_sql
         self._params = params
+        self._guard = threading.Lock()
+        self._lost: str | None = None
+        self._stop = threading.Event()
+        self._pinger: threading.Thread | None = None
+        if ping_every is not None:
+            self._pinger = threading.Thread(target=self._ping_loop, args=(ping_every,), name="lock-ping", daemon=True)
+            self._pinger.start()
+
+    def _ping(self) -> None:
+        from sqlalchemy import text
+
+        with self._guard:
+            if self._conn is not None:
+                self._conn.execute(text("SELECT 1")).scalar()
+
+    def _ping_loop(self, every: float) -> None:
+        while not self._stop.wait(every):
+            try:
+                self._ping()
+            except Exception as exc:  # noqa: BLE001 - any failure means the session, and the lock, may be gone
+                self._lost = type(exc).__name__
+                return
 
     def verify(self, conn) -> None:  # noqa: ANN001
         """The lock lives as long as its session: a dead session means another may hold it."""
-        from sqlalchemy import text
-
-        try:
-            self._conn.execute(text("SELECT 1")).scalar()
-        except Exception as exc:  # noqa: BLE001 - any failure means the session is gone
-            raise LeaseLost(f"the lock's database session was lost ({type(exc).__name__})") from None
+        if self._lost is None:
+            try:
+                self._ping()
+            except Exception as exc:  # noqa: BLE001 - any failure means the session is gone
+                self._lost = type(exc).__name__
+        if self._lost is not None:
+            raise LeaseLost(f"the lock's database session was lost ({self._lost})")
 
     def check(self) -> None:
         """A session lock is known lost only by asking its session, which verify does inside the batch."""
 
     def release(self) -> None:
+        self._stop.set()
+        if self._pinger is not None and self._pinger is not threading.current_thread():
+            self._pinger.join()
         if self._conn is None:
             return
         from sqlalchemy import text
@@ -54,7 +88,8 @@ class _SessionHeld:
             conn.close()
 
 
-def take_session_lock(engine, acquire_sql: str, release_sql: str, params: dict) -> _SessionHeld | None:  # noqa: ANN001
+def take_session_lock(engine, acquire_sql: str, release_sql: str, params: dict,  # noqa: ANN001
+                      ping_every: float | None = None) -> _SessionHeld | None:
     """Run a non-blocking session-lock function on a dedicated connection; keep it only if granted."""
     from sqlalchemy import text
 
@@ -67,12 +102,13 @@ def take_session_lock(engine, acquire_sql: str, release_sql: str, params: dict) 
     if granted not in (True, 1):
         conn.close()
         return None
-    return _SessionHeld(conn, release_sql, params)
+    return _SessionHeld(conn, release_sql, params, ping_every)
 
 
 class PostgresLockBackend:
     name = "postgres"
-    crash_bound = "0 s when the process dies (the server ends its session); at most ~60 s if the host is lost"
+    crash_bound = ("0 s when the process dies (the server ends its session); half of [locks] host_loss_bound "
+                   "(30 s by default) if the host is lost")
 
     def __init__(self, engine) -> None:  # noqa: ANN001
         self.engine = engine
