@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 DEFAULT_DATABASE_URL = "sqlite:///cronwarden.db"
 DEFAULT_RETRY_DELAYS = (timedelta(seconds=60), timedelta(seconds=300), timedelta(seconds=900))
 LOCK_BACKENDS = ("auto", "file", "postgres", "mysql", "lease")
-COMMON_JOB_KEYS = ("enabled", "interval", "cron", "timezone", "retry_delays", "timeout", "grace", "ping_url")
+COMMON_JOB_KEYS = ("enabled", "interval", "cron", "timezone", "retry_delays", "timeout", "grace", "ping_url",
+                   "history")
+HISTORY_CHOICES = ("work", "all")
 HOST_LOSS_MIN, HOST_LOSS_MAX = timedelta(seconds=8), timedelta(hours=1)  # 8 s: 1 s idle + 3 probes 1 s apart
 _TOP_KEYS = ("database_url", "locks", "retry", "history", "jobs")
 
@@ -65,6 +67,7 @@ class JobConfig:
     grace: timedelta
     settings: Any
     ping_url: str | None = None
+    history: str = "work"  # which finished runs keep a history row: "work" (see tracking.kept) or "all"
 
     @property
     def name(self) -> str:
@@ -249,7 +252,11 @@ def _job(spec: JobSpec, table: dict[str, Any], env: Mapping[str, str]) -> JobCon
     grace = _duration(table["grace"], f"{where} grace") if "grace" in table else default_grace
     own = {k: v for k, v in table.items() if k not in COMMON_JOB_KEYS}
     job_settings = settings_mod.build(spec.settings, own, where, env)
-    return JobConfig(spec, enabled, schedule, delays, timeout_td, grace, job_settings, _ping_url(table, where))
+    history = table.get("history", "work")
+    if history not in HISTORY_CHOICES:
+        raise ConfigError(f"{where} history: must be one of {', '.join(HISTORY_CHOICES)}, got {history!r}")
+    return JobConfig(spec, enabled, schedule, delays, timeout_td, grace, job_settings, _ping_url(table, where),
+                     history)
 
 
 def _ping_url(table: Mapping[str, Any], where: str) -> str | None:

@@ -145,7 +145,8 @@ def _execute(app: "App", job: "JobConfig", trigger: Trigger, settings: Any, stop
     report.next_due_at = _db(
         app,
         lambda: tracking.finish_run(app.engine, job, run_id, report.status, started, report.finished_at,
-                                    report.counts, report.error, app.config.history_retention),
+                                    report.counts, report.error, app.config.history_retention,
+                                    keep=tracking.kept(job, report.status, trigger, report.counts)),
         "recording the outcome",
     )
     _log_outcome(logger, report)

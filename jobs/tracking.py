@@ -121,15 +121,24 @@ def finish_run(
     counts: dict[str, int],
     error: str | None,
     retention: timedelta,
+    *,
+    keep: bool = True,
 ) -> datetime | None:
-    """Record the outcome; only a success moves the schedule. Returns when the job is next due."""
+    """Record the outcome; only a success moves the schedule. Returns when the job is next due.
+
+    keep=False deletes the run's history row (see `kept`) in the same transaction; the tracking row is
+    updated all the same.
+    """
     duration = (finished - started).total_seconds()
     with engine.begin() as conn:
-        conn.execute(
-            update(runs).where(runs.c.id == run_id).values(
-                status=status.value, finished_at=finished, duration_seconds=duration,
-                items=sum(counts.values()), counts=json.dumps(counts, sort_keys=True), error=error)
-        )
+        if keep:
+            conn.execute(
+                update(runs).where(runs.c.id == run_id).values(
+                    status=status.value, finished_at=finished, duration_seconds=duration,
+                    items=sum(counts.values()), counts=json.dumps(counts, sort_keys=True), error=error)
+            )
+        else:
+            conn.execute(delete(runs).where(runs.c.id == run_id))
         row = conn.execute(select(executions).where(executions.c.job_name == job.name)).mappings().first()
         if row is None or row["last_run_id"] != run_id:
             return None
@@ -154,6 +163,20 @@ def finish_run(
         conn.execute(delete(runs).where(runs.c.job_name == job.name, runs.c.started_at < finished - retention,
                                         runs.c.status != RunStatus.RUNNING.value))
     return due
+
+
+def kept(job: "JobConfig", status: RunStatus, trigger: Trigger, counts: dict[str, int]) -> bool:
+    """Whether a finished run keeps its history row.
+
+    With `history = "work"` (the default) a scheduled run that succeeded with every counter at zero leaves
+    none: an email-queue ticking every 10 s would otherwise write 8,640 rows a day saying "nothing to do".
+    Failures, interruptions, timeouts, runs that did work and runs an operator started are always kept.
+    The row is still inserted when the run starts, so a crash leaves its `running` row to be reaped as
+    `abandoned`; only a finished idle run's row is deleted.
+    """
+    if job.history == "all" or status is not RunStatus.SUCCEEDED or trigger is not Trigger.SCHEDULED:
+        return True
+    return any(counts.values())
 
 
 def _upsert(conn: "Connection", job: str, seen: datetime, **values: Any) -> None:

@@ -52,7 +52,7 @@ def test_never_run_job_is_due_and_then_not_due(make_app):
 
 
 def test_daily_crontab_with_24h_interval_runs_every_day_despite_start_jitter(make_app):
-    app = make_app('[jobs.refresh-token-cleanup]\ninterval = "24h"\n')
+    app = make_app('[jobs.refresh-token-cleanup]\ninterval = "24h"\nhistory = "all"\n')
     for day, delay in enumerate([30, 1, 17, 2, 29]):
         at_three = DAY0 + timedelta(days=day, hours=3)
         assert tick(app, at_three + timedelta(seconds=delay)) is RunStatus.SUCCEEDED, f"day {day}"
@@ -103,7 +103,7 @@ def test_failing_job_retries_after_60_300_900_seconds_then_waits_for_its_schedul
 
 
 def test_a_forced_run_does_not_move_the_nightly_schedule(make_app):
-    app = make_app('[jobs.refresh-token-cleanup]\ninterval = "24h"\n')
+    app = make_app('[jobs.refresh-token-cleanup]\ninterval = "24h"\nhistory = "all"\n')
     assert tick(app, DAY0 + timedelta(hours=3)) is RunStatus.SUCCEEDED
     assert tick(app, DAY0 + timedelta(hours=15), Trigger.FORCED) is RunStatus.SUCCEEDED
     assert tick(app, DAY0 + timedelta(days=1, hours=3)) is RunStatus.SUCCEEDED

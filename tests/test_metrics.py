@@ -205,6 +205,7 @@ def test_pushgateway_that_is_not_http_is_a_configuration_error(sqlite_workspace,
 
 def test_skipped_tick_refreshes_the_metrics_file(sqlite_workspace, cli) -> None:
     target = sqlite_workspace.path / "m.prom"
+    sqlite_workspace.write_config(f'[jobs.{JOB}]\nhistory = "all"\n')
     assert cli(sqlite_workspace, JOB).exit_code == 0
     result = cli(sqlite_workspace, "--metrics-file", str(target), "run-due")
     assert result.exit_code == 0, result.stderr
