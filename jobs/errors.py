@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import signal
 from enum import Enum
 
@@ -55,6 +56,8 @@ _PG_TRANSIENT_PREFIXES = ("08", "40", "53", "57P")
 _PG_TRANSIENT_CODES = {"55P03", "57014"}
 _MYSQL_TRANSIENT = {1205, 1213, 1040, 1053, 1158, 1159, 1160, 1161, 1927, 2002, 2003, 2005, 2006, 2013, 2055, 4031,
                     1969, 3024}  # statement timeouts: MariaDB max_statement_time, MySQL max_execution_time
+_NETWORK_ERRNOS = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EHOSTDOWN, errno.ENETDOWN, errno.ENETRESET,
+                   errno.ECONNRESET, errno.ECONNABORTED, errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EPIPE}
 _SQLITE_TRANSIENT = ("database is locked", "database is busy", "database table is locked")
 
 
@@ -67,6 +70,8 @@ def classify(exc: BaseException) -> Kind:
     if _is_transient_db_error(exc) or _is_transient_smtp_error(exc):
         return Kind.TRANSIENT
     if isinstance(exc, (ConnectionError, TimeoutError)):
+        return Kind.TRANSIENT
+    if isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS:  # unreachable network or host, host down
         return Kind.TRANSIENT
     return Kind.PERMANENT
 
@@ -102,6 +107,9 @@ def _looks_like_connection(text: str) -> bool:
         marker in text
         for marker in ("connection refused", "could not connect", "server closed", "connection timed out",
                        "can't connect", "lost connection", "gone away", "connection reset", "timeout expired",
+                       # the network below: a host without a route, a peer that vanished (libpq's texts)
+                       "network is unreachable", "network is down", "no route to host", "host is down",
+                       "host is unreachable", "timed out", "broken pipe", "connection aborted",
                        # PostgreSQL refusing a connection while it stops, starts or recovers (57P03) or is
                        # full (53300): libpq reports these at connect time without a SQLSTATE.
                        "the database system is", "not yet accepting connections", "too many clients")

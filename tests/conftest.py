@@ -178,3 +178,69 @@ def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path
         return Result(code, out, err)
 
     return invoke
+
+
+@dataclass
+class SilentServer:
+    """A loopback TCP port that accepts every connection and never sends a byte."""
+
+    port: int
+    accepted: list
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def silent_server() -> Iterator[SilentServer]:
+    """A real socket that accepts and stays silent (a hung database, mail server or HTTP endpoint)."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.settimeout(0.1)
+    server = SilentServer(listener.getsockname()[1], [])
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            server.accepted.append(conn)  # kept open, never read from or written to
+
+    thread = threading.Thread(target=accept, name="silent-server", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+        for conn in server.accepted:
+            conn.close()
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    """A fresh network namespace (no routes, loopback down): every connect fails with ENETUNREACH.
+
+    Needs root and iproute2: skipped with the reason otherwise, except under CI=true (CI runs as root).
+    """
+    import shutil
+
+    reason = "needs root" if os.geteuid() != 0 else "needs iproute2 (ip)" if shutil.which("ip") is None else None
+    if reason is not None:
+        if CI:
+            raise RuntimeError(f"network namespace tests must run under CI=true: {reason}")
+        pytest.skip(f"network namespace: {reason}")
+    name = f"cw-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
