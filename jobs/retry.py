@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable, TypeVar
 
 from .config import RetryPolicy
@@ -22,25 +23,29 @@ def call(
 ) -> T:
     """Run fn; retry transient failures with jittered exponential backoff, bounded by attempts and time.
 
+    The time budget counts from the first attempt: no retry starts, and no backoff sleeps, past
+    `max_time` after it, so the whole call ends within max_time plus one attempt's own timeouts
+    (connect, read: jobs/host_loss.py) however slowly each attempt fails.
     The first attempt runs without tenacity, so the common path costs no import.
     before_attempt runs ahead of each retry (the runner uses it to stop on a signal).
     """
+    started = time.monotonic()
     try:
         return fn()
     except Exception as exc:
         if policy.attempts <= 1 or not is_transient(exc):
             raise
         first_error = exc
-    import time
-
     from tenacity import (
         Retrying,
         retry_if_exception,
         stop_after_attempt,
-        stop_after_delay,
         wait_exponential_jitter,
     )
 
+    budget = policy.max_time.total_seconds()
+    if time.monotonic() - started > budget:
+        raise first_error
     log.info("%s failed (%s); retrying", what, _brief(first_error))
 
     def before(_state) -> None:  # noqa: ANN001
@@ -52,8 +57,11 @@ def call(
         if exc is not None and is_transient(exc):
             log.info("%s failed again (attempt %d): %s", what, state.attempt_number + 1, _brief(exc))
 
+    def out_of_time(state) -> bool:  # noqa: ANN001
+        return time.monotonic() - started + state.upcoming_sleep > budget
+
     retrying = Retrying(
-        stop=stop_after_attempt(policy.attempts - 1) | stop_after_delay(policy.max_time.total_seconds()),
+        stop=stop_after_attempt(policy.attempts - 1) | out_of_time,
         wait=wait_exponential_jitter(
             multiplier=policy.initial_wait.total_seconds(),
             max=policy.max_wait.total_seconds(),

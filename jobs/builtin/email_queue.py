@@ -418,11 +418,11 @@ def _deliver(ctx: JobContext, s: Settings, held: Claim, transport: Any, sender: 
                                                 row.last_error, sent_at=clock.utcnow()), "sent")
             unsent.pop()
     except Unavailable as exc:
-        ctx.log.warning("%s; %s rescheduled", exc, _emails(len(unsent)))
+        rescheduled = _emails(len(unsent))
         for row in reversed(unsent):
             _retry_later(ctx, s, held, row, str(exc), recorder)
         unsent.clear()
-        raise TransientError(str(exc)) from None
+        raise TransientError(f"{exc}; {rescheduled} rescheduled") from None  # the run's one error line
     except Refused as exc:
         raise PermanentError(f"{exc}; {_emails(len(unsent))} left pending, untouched") from None
     finally:

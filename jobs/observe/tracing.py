@@ -7,7 +7,8 @@ The SDK is imported at the first run, never on a tick that runs nothing, and
 spans are flushed when each run ends: a cron process does not live long
 enough for the batch processor's timer. The flush waits at most
 FLUSH_TIMEOUT seconds (the SDK's own flush waits out every export retry), so
-a collector that is down delays the exit by that much and changes nothing else.
+a collector that is down or silent delays the exit by that much once per
+invocation, with one warning, and changes nothing else.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class TracingObserver:
         self._provider: Any = None
         self._tracer: Any = None
         self._failed = False
+        self._stalled = False
         self._runs: dict[int, _Run] = {}
 
     def _ready(self) -> bool:
@@ -162,9 +164,15 @@ class TracingObserver:
             span.set_attribute("cronwarden.error", error)
             span.set_status(Status(StatusCode.ERROR, error))
         span.end()
+        if self._stalled:
+            return
         flusher = threading.Thread(target=self._provider.force_flush, name="cronwarden-otel-flush", daemon=True)
         flusher.start()
         flusher.join(FLUSH_TIMEOUT)
+        if flusher.is_alive():
+            self._stalled = True
+            log.warning("traces not exported within %gs: the collector did not answer (later runs of this "
+                        "invocation do not wait for it)", FLUSH_TIMEOUT)
 
 
 def _route_sdk_logs() -> None:

@@ -1,0 +1,49 @@
+"""In-process retries are bounded by time from the first attempt: however slowly each attempt fails,
+the call ends within [retry] max_time plus one attempt."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+
+from jobs import retry
+from jobs.config import RetryPolicy
+
+
+def _slow_failure(attempt_seconds: float, starts: list[float]):  # noqa: ANN202
+    def attempt() -> None:
+        starts.append(time.monotonic())
+        time.sleep(attempt_seconds)
+        raise ConnectionError("no answer")
+
+    return attempt
+
+
+@pytest.mark.parametrize("attempt_seconds", [0.2, 0.7, 1.3])
+def test_no_attempt_starts_after_max_time_so_the_call_ends_within_max_time_plus_one_attempt(attempt_seconds):
+    policy = RetryPolicy(attempts=100, initial_wait=timedelta(0), max_wait=timedelta(0), max_time=timedelta(seconds=1))
+    starts: list[float] = []
+    begun = time.monotonic()
+    with pytest.raises(ConnectionError):
+        retry.call(_slow_failure(attempt_seconds, starts), policy)
+    elapsed = time.monotonic() - begun
+    assert all(start - begun <= 1.0 for start in starts), [s - begun for s in starts]
+    assert elapsed <= 1.0 + attempt_seconds + 0.15, elapsed
+
+
+def test_a_backoff_that_would_end_past_max_time_is_not_slept():
+    policy = RetryPolicy(attempts=100, initial_wait=timedelta(seconds=0.4), max_wait=timedelta(seconds=5),
+                         max_time=timedelta(seconds=1))
+    slept: list[float] = []
+    begun = time.monotonic()
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        time.sleep(seconds)
+
+    with pytest.raises(ConnectionError):
+        retry.call(_slow_failure(0, []), policy, sleep=sleep)
+    assert time.monotonic() - begun <= 1.0 + 0.1
+    assert slept, "no retry happened at all"

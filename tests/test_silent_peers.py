@@ -1,0 +1,109 @@
+"""A peer that accepts the connection and never answers cannot hold a run: the database and the mail
+server give exit 75 and one line within `[retry] max_time` plus one attempt's timeout; a Pushgateway,
+a dead-man monitor or an OTLP collector gives a warning and leaves the run's outcome alone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from jobs.host_loss import HostLossBounds
+from tests.builtin.test_email_queue import add_emails
+
+SLACK = 3.0  # interpreter start and imports of the CLI process, on a busy machine
+DATABASES = {
+    "postgres": ("postgresql://postgres@{address}/x", lambda b: b.connect_timeout),
+    "mariadb": ("mysql://root@{address}/x", lambda b: b.mysql_client()["read_timeout"]),  # the handshake read
+}
+
+
+def _timed(ws, *args: str, env: dict | None = None, timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:  # noqa: ANN001
+    started = time.monotonic()
+    result = ws.run(*args, env=env, timeout=timeout)
+    return result, time.monotonic() - started
+
+
+def _one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("database", DATABASES)
+def test_a_silent_database_exits_75_with_one_line_within_the_retry_budget(sqlite_workspace, silent_server, database):
+    url, attempt_timeout = DATABASES[database]
+    sqlite_workspace.write_config('[retry]\nmax_time = "2s"\n\n[locks]\nhost_loss_bound = "8s"\n')
+    env = sqlite_workspace.env(CRONWARDEN_DATABASE_URL=url.format(address=silent_server.address))
+    result, elapsed = _timed(sqlite_workspace, "--quiet", "check", env=env, timeout=60)
+    assert result.returncode == 75, result.stderr
+    assert "database unreachable" in _one_line(result.stderr)
+    assert elapsed <= 2 + attempt_timeout(HostLossBounds(8)) + SLACK, elapsed
+    assert silent_server.accepted, "the CLI never reached the silent server"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("database", DATABASES)
+def test_with_the_default_settings_a_silent_database_ends_the_run_within_60_seconds(sqlite_workspace, silent_server,
+                                                                                   database):
+    url, attempt_timeout = DATABASES[database]
+    env = sqlite_workspace.env(CRONWARDEN_DATABASE_URL=url.format(address=silent_server.address))
+    result, elapsed = _timed(sqlite_workspace, "--quiet", "check", env=env, timeout=120)
+    assert result.returncode == 75, result.stderr
+    assert "database unreachable" in _one_line(result.stderr)
+    assert 30 + attempt_timeout(HostLossBounds()) <= 60
+    assert elapsed <= 60, elapsed
+
+
+def test_a_silent_mail_server_fails_the_run_with_exit_75_within_its_timeout(sqlite_workspace, silent_server):
+    from jobs.db import make_engine
+
+    host, port = silent_server.address.split(":")
+    sqlite_workspace.write_config(f'[jobs.email-queue]\nsmtp_host = "{host}"\nsmtp_port = {port}\n'
+                                  'smtp_timeout = "1s"\n')
+    engine = make_engine(sqlite_workspace.db_url)
+    add_emails(engine, 2)
+    engine.dispose()
+    result, elapsed = _timed(sqlite_workspace, "--quiet", "email-queue", "--force")
+    assert result.returncode == 75, result.stderr
+    line = _one_line(result.stderr)
+    assert "cannot reach SMTP server" in line and "timed out" in line and "2 emails rescheduled" in line, line
+    assert elapsed <= 1 + SLACK, elapsed
+
+
+def test_a_silent_pushgateway_is_a_warning_and_the_run_succeeds(sqlite_workspace, silent_server):
+    from jobs.observe.metrics import PUSH_TIMEOUT
+
+    result, elapsed = _timed(sqlite_workspace, "--pushgateway", f"http://{silent_server.address}",
+                             "refresh-token-cleanup", "--force")
+    assert result.returncode == 0, result.stderr
+    assert "pushing metrics to the Pushgateway failed" in result.stderr and "timed out" in result.stderr
+    assert elapsed <= PUSH_TIMEOUT + SLACK, elapsed
+
+
+@pytest.mark.slow
+def test_a_silent_dead_man_monitor_is_a_warning_and_the_run_succeeds(sqlite_workspace, silent_server):
+    from jobs.observe.pings import PingObserver
+
+    sqlite_workspace.write_config(f'[jobs.refresh-token-cleanup]\nping_url = "http://{silent_server.address}/p"\n')
+    result, elapsed = _timed(sqlite_workspace, "refresh-token-cleanup", "--force")
+    history = sqlite_workspace.run("history", "--json")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("not delivered") == 2, result.stderr  # the start and the success ping
+    assert json.loads(history.stdout)["runs"][0]["status"] == "succeeded"
+    assert elapsed <= 2 * PingObserver.budget + SLACK, elapsed
+
+
+def test_a_silent_otlp_collector_is_a_warning_and_the_run_succeeds(sqlite_workspace, silent_server):
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http.trace_exporter")
+    from jobs.observe.tracing import FLUSH_TIMEOUT
+
+    env = sqlite_workspace.env(OTEL_EXPORTER_OTLP_ENDPOINT=f"http://{silent_server.address}")
+    result, elapsed = _timed(sqlite_workspace, "refresh-token-cleanup", "--force", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "traces not exported" in result.stderr, result.stderr
+    assert silent_server.accepted, "the exporter never reached the silent collector"
+    assert elapsed <= FLUSH_TIMEOUT + SLACK, elapsed
+
