@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from . import clock, signals, tracking
+from .config import RetryPolicy
 from .context import JobContext
 from .errors import ConfigError, DatabaseUnavailable, Interrupted, LeaseLost, TimedOut, is_transient, one_line
 from .outcome import RunReport, RunStatus, Trigger
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 log = logging.getLogger("cronwarden.job")
+_ONE_ATTEMPT = RetryPolicy(attempts=1)
 
 
 def job_logger(job: str, run_id: int | None) -> logging.LoggerAdapter:
@@ -123,6 +125,7 @@ def _execute(app: "App", job: "JobConfig", trigger: Trigger, settings: Any, stop
                      retry=app.config.retry, stop=stop, held=held, deadline=deadline,
                      progress=app.progress(job.name), observers=app.observers)
     report = RunReport(job.name, RunStatus.SUCCEEDED, trigger, run_id=run_id, started_at=started)
+    lost = False
     try:
         job.spec.run(ctx, settings)
     except Interrupted as exc:
@@ -132,6 +135,7 @@ def _execute(app: "App", job: "JobConfig", trigger: Trigger, settings: Any, stop
                                                            f"({job.timeout})"
     except LeaseLost as exc:
         report.status, report.error = RunStatus.FAILED, one_line(exc)
+        lost = True
     except Exception as exc:  # noqa: BLE001 - every failure of the job is recorded, never swallowed
         report.status, report.error, report.temporary = RunStatus.FAILED, one_line(exc), is_transient(exc)
         logger.debug("traceback of the failure", exc_info=True)
@@ -148,6 +152,9 @@ def _execute(app: "App", job: "JobConfig", trigger: Trigger, settings: Any, stop
                                     report.counts, report.error, app.config.history_retention,
                                     keep=tracking.kept(job, report.status, trigger, report.counts)),
         "recording the outcome",
+        # A run that lost its lock, most often because its host lost the database, tries once: retrying
+        # would only delay its exit, and the next holder records it as abandoned anyway.
+        policy=_ONE_ATTEMPT if lost else None,
     )
     _log_outcome(logger, report)
     _notify(app, logger, "run_finished", job, report)
@@ -196,12 +203,12 @@ def _dry_run(app: "App", job: "JobConfig", trigger: Trigger, settings: Any) -> R
     return report
 
 
-def _db(app: "App", fn: Callable[[], T], what: str) -> T:
+def _db(app: "App", fn: Callable[[], T], what: str, policy: "RetryPolicy | None" = None) -> T:
     """A call to the database outside the job: transient errors retried, then DatabaseUnavailable."""
     from . import retry
 
     try:
-        return retry.call(fn, app.config.retry, what=what)
+        return retry.call(fn, policy or app.config.retry, what=what)
     except Exception as exc:
         if is_transient(exc):
             raise DatabaseUnavailable(f"database unreachable while {what}: {one_line(exc)}") from None
