@@ -174,3 +174,33 @@ def test_a_holder_that_cannot_renew_steps_down_before_its_lease_ends(leases):
         blocker.close()
     assert live, "the server still counted the lease as the holder's: the step-down came first"
     held.release()
+
+
+@pytest.mark.parametrize("pair", [p for p in PAIRS if p[1] in ("postgres", "mysql")], ids=pair_id)
+def test_a_session_lock_whose_session_ended_is_known_lost_without_asking_the_server(pair, request, tmp_path):
+    """Before each batch and each retry, a look at the lock session's socket: once the server (or the
+    kernel, after unanswered keepalives) ended it, no further batch starts."""
+    import time as clock
+
+    from sqlalchemy import text
+
+    url = url_for(request, pair[0])
+    backend, engine = build_backend(url, pair[1], tmp_path / "locks")
+    held = backend.try_acquire("job-a", TTL)
+    held.check()
+    session = held._conn.execute(text("SELECT pg_backend_pid()" if pair[1] == "postgres"
+                                      else "SELECT CONNECTION_ID()")).scalar()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as admin:
+        admin.execute(text("SELECT pg_terminate_backend(:s)" if pair[1] == "postgres" else f"KILL {int(session)}"),
+                      {"s": session})
+    deadline = clock.monotonic() + 5
+    while clock.monotonic() < deadline:
+        try:
+            held.check()
+        except LeaseLost:
+            break
+        clock.sleep(0.05)
+    else:
+        pytest.fail("check() never noticed the ended lock session")
+    held.release()
+    engine.dispose()

@@ -9,10 +9,13 @@ jobs/host_loss.py) when the host itself is lost.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from datetime import timedelta
 
 from ..errors import LeaseLost
+
+_TCP_ESTABLISHED = 1  # tcp_info.tcpi_state (linux/tcp_states.h)
 
 
 def advisory_key(job: str) -> int:
@@ -69,7 +72,13 @@ class _SessionHeld:
             raise LeaseLost(f"the lock's database session was lost ({self._lost})")
 
     def check(self) -> None:
-        """A session lock is known lost only by asking its session, which verify does inside the batch."""
+        """Raise LeaseLost when the kernel has already given up on the lock session's connection (a local
+        look, no round trip: before each batch and each retry of one, a host cut off from the server stops
+        retrying once its lock session is known dead instead of spending the whole retry budget)."""
+        if self._lost is None:
+            self._lost = _connection_dead(self._conn)
+        if self._lost is not None:
+            raise LeaseLost(f"the lock's database session was lost ({self._lost})")
 
     def release(self) -> None:
         self._stop.set()
@@ -86,6 +95,35 @@ class _SessionHeld:
             conn.invalidate()
         finally:
             conn.close()
+
+
+def _connection_dead(conn) -> str | None:  # noqa: ANN001
+    """Why this connection is known dead without talking to its server, or None: closed by the driver, or
+    its TCP socket no longer established (keepalive probes unanswered, data unacknowledged for
+    tcp_user_timeout). Sockets that are not TCP (a Unix socket) are taken as alive."""
+    import socket
+
+    try:
+        raw = conn.connection.dbapi_connection if conn is not None else None
+    except Exception:  # noqa: BLE001 - an invalidated or closed SQLAlchemy connection
+        return "closed"
+    if raw is None:
+        return "closed"
+    sock = getattr(raw, "_sock", False)  # PyMySQL: None once it closed the socket after a timeout
+    if sock is None:
+        return "closed"
+    try:
+        fd = sock.fileno() if sock else raw.fileno()  # psycopg
+        probe = socket.socket(fileno=os.dup(fd))
+    except Exception:  # noqa: BLE001 - psycopg raises once its connection is closed
+        return "closed"
+    try:
+        state = probe.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+    except OSError:
+        return None
+    finally:
+        probe.close()  # the duplicate only
+    return None if state == _TCP_ESTABLISHED else "its TCP connection is closed"
 
 
 def take_session_lock(engine, acquire_sql: str, release_sql: str, params: dict,  # noqa: ANN001
