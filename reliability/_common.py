@@ -26,7 +26,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGINS = REPO / "tests" / "plugin_pkg"
@@ -417,9 +417,11 @@ def preload() -> None:
             pass
 
 
-def fork(ws: Workspace, *args: str, env: dict[str, str] | None = None) -> Invocation:
+def fork(ws: Workspace, *args: str, env: dict[str, str] | None = None,
+         enter: Callable[[], None] | None = None) -> Invocation:
     """The CLI's entry point in a forked child of this (preloaded) process: a real, separate process
-    with its own connections, locks and signal handlers, started in a millisecond or two."""
+    with its own connections, locks and signal handlers, started in a millisecond or two.
+    `enter` runs first in the child (hostnet.Host.enter: the invocation runs on that host)."""
     out, err = _log_paths(ws)
     out.touch()
     err.touch()  # before the child exists: the parent may read them at once
@@ -440,6 +442,8 @@ def fork(ws: Workspace, *args: str, env: dict[str, str] | None = None) -> Invoca
             sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
             sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
             os.chdir(ws.path)
+            if enter is not None:
+                enter()
             os.environ.clear()
             os.environ.update(environment)
             from cli.app import main

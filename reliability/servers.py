@@ -1,8 +1,9 @@
 """Private PostgreSQL and MariaDB servers that a script may stop, kill and start at will.
 
 The servers on 5432/3306 are shared, so a fault that takes a whole server down needs one of its
-own: a fresh data directory in a temporary folder, a free port on 127.0.0.1, nothing else on the
-machine touched. As root the servers run as their packages' users (PostgreSQL refuses root):
+own: a fresh data directory in a temporary folder, a free port on 127.0.0.1 (and, when asked, on one
+more address of this machine, e.g. a bridge that network namespaces reach it through, trusting that
+address's /24), nothing else on the machine touched. As root the servers run as their packages' users (PostgreSQL refuses root):
 initdb and postgres are started as `postgres`, mariadbd with `--user=mysql`. Each server process is a
 child of the script, so it is reaped the moment it dies and can be started again at once.
 
@@ -82,9 +83,10 @@ def unavailable(kind: str) -> str | None:
 class PrivateServer:
     """One server of its own: a data directory, a port, start/stop/kill, the superuser's URL."""
 
-    def __init__(self, kind: str, root: Path) -> None:
+    def __init__(self, kind: str, root: Path, also_on: str | None = None) -> None:
         self.kind = kind
         self.root = root
+        self.also_on = also_on
         self.port = _free_port()
         self.user = _user(kind)
         self._proc: subprocess.Popen | None = None
@@ -95,6 +97,10 @@ class PrivateServer:
         if self.kind == "postgres":
             return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
         return f"mysql+pymysql://root@127.0.0.1:{self.port}/mysql"
+
+    @property
+    def addresses(self) -> str:
+        return ",".join(["127.0.0.1"] + ([self.also_on] if self.also_on else []))
 
     @property
     def data(self) -> Path:
@@ -113,6 +119,10 @@ class PrivateServer:
         if self.kind == "postgres":
             self._run([str(_postgres_bin() / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
                        "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"], as_user=True)
+            if self.also_on:
+                subnet = self.also_on.rsplit(".", 1)[0] + ".0/24"
+                with open(self.data / "pg_hba.conf", "a", encoding="utf-8") as hba:
+                    hba.write(f"host all all {subnet} trust\n")
         else:
             _, install = _mariadb_programs()  # type: ignore[misc]
             self._run([install, "--no-defaults", f"--datadir={self.data}", "--auth-root-authentication-method=normal",
@@ -122,12 +132,12 @@ class PrivateServer:
         """Start on the same port and data; returns once the server takes connections."""
         if self.kind == "postgres":
             cmd = [str(_postgres_bin() / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.root),
-                   "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "shared_buffers=32MB",
+                   "-c", f"listen_addresses={self.addresses}", "-c", "fsync=off", "-c", "shared_buffers=32MB",
                    "-c", "max_connections=60"]
         else:
             server, _ = _mariadb_programs()  # type: ignore[misc]
             cmd = [server, "--no-defaults", f"--datadir={self.data}", f"--port={self.port}",
-                   f"--socket={self.root / 'mysqld.sock'}", "--bind-address=127.0.0.1",
+                   f"--socket={self.root / 'mysqld.sock'}", f"--bind-address={self.addresses}",
                    f"--pid-file={self.root / 'mysqld.pid'}", f"--log-error={self.log}", "--skip-name-resolve",
                    "--innodb-buffer-pool-size=64M", "--innodb-flush-log-at-trx-commit=2", "--max-connections=100",
                    *([f"--user={self.user}"] if self.user else [])]
@@ -269,12 +279,12 @@ def _children(pid: int) -> list[int]:
 
 
 @contextmanager
-def private_server(kind: str) -> Iterator[PrivateServer]:
+def private_server(kind: str, also_on: str | None = None) -> Iterator[PrivateServer]:
     """A started server of its own, killed and removed on the way out."""
     why = unavailable(kind)
     if why:
         raise RuntimeError(why)
-    server = PrivateServer(kind, Path(tempfile.mkdtemp(prefix=f"cw-{kind}-")))
+    server = PrivateServer(kind, Path(tempfile.mkdtemp(prefix=f"cw-{kind}-")), also_on)
     try:
         server.init()
         server.start()

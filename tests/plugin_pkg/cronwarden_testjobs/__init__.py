@@ -10,7 +10,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, insert
+from sqlalchemy import Column, Integer, MetaData, String, Table, insert, update
 
 from jobs import JobContext, JobSpec, PermanentError, TransientError, setting
 
@@ -23,12 +23,14 @@ side_effects = Table(
     Column("pid", Integer, nullable=False),
     Column("batch", Integer, nullable=False, default=0),
 )
+side_shared = Table("side_shared", side_md, Column("id", Integer, primary_key=True), Column("n", Integer))
 
 
 @dataclass(frozen=True)
 class SleeperSettings:
     batches: int = setting(3, min=0, cli=True, help="How many batches.")
     batch_seconds: float = setting(0.2, min=0, cli=True, help="Seconds each batch holds its transaction.")
+    shared_row: bool = setting(False, help="Each batch updates one row every run shares, and holds its row lock.")
 
 
 def _record(conn, job: str, event: str, batch: int = 0) -> None:  # noqa: ANN001
@@ -40,13 +42,16 @@ def sleeper(ctx: JobContext, s: SleeperSettings) -> None:
     """Enters, sleeps inside each batch's transaction, exits: all recorded in side_effects."""
     ctx.in_transaction(_record, ctx.job, "enter")
     for n in range(1, s.batches + 1):
-        ctx.in_transaction(_sleep_batch, ctx.job, n, s.batch_seconds)
+        ctx.in_transaction(_sleep_batch, ctx.job, n, s.batch_seconds, s.shared_row)
         ctx.count("batches", 1)
     ctx.in_transaction(_record, ctx.job, "exit")
 
 
-def _sleep_batch(conn, job: str, n: int, seconds: float) -> None:  # noqa: ANN001
+def _sleep_batch(conn, job: str, n: int, seconds: float, shared_row: bool = False) -> None:  # noqa: ANN001
     _record(conn, job, "batch", n)
+    if shared_row and conn.execute(update(side_shared).where(side_shared.c.id == 1)
+                                   .values(n=side_shared.c.n + 1)).rowcount == 0:
+        conn.execute(insert(side_shared).values(id=1, n=1))
     time.sleep(seconds)
 
 
