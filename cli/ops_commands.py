@@ -122,6 +122,8 @@ def _status_table(jobs) -> None:  # noqa: ANN001
         [[j.name, j.state, j.schedule, j.last_status or "-", render.when(j.last_executed_at),
           render.seconds(j.last_duration_seconds), _next_due(j),
           str(j.consecutive_failures), (j.last_error or "")[:80]] for j in jobs],
+        drop_first=("duration", "schedule", "failures", "last status", "last run", "last error", "next due"),
+        times=("last run", "next due"),
     )
 
 
@@ -151,6 +153,8 @@ def history(
         [[str(r["id"]), r["job_name"], r["status"], r["trigger"], render.when(r["started_at"]),
           render.seconds(r["duration_seconds"]), str(r["items"]), f"{r['host']}:{r['pid']}",
           (r["error"] or "")[:80]] for r in rows],
+        drop_first=("host", "trigger", "duration", "items", "error", "run", "started"),
+        times=("started",),
     )
     return exit_codes.EX_OK
 

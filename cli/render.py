@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from typing import TYPE_CHECKING
 
@@ -53,24 +54,73 @@ def seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}s"
 
 
-def table(title: str, columns: list[str], rows: Iterable[list[str]], *, styles: Mapping[str, str] | None = None) -> None:
-    """A rich table on a terminal, tab-free plain columns otherwise."""
+WRAPPING = ("error", "last error", "description")
+_WRAP_MIN = 16
+_TIME = re.compile(r"^\d{4}-(\d\d-\d\d \d\d:\d\d):\d\d$")
+
+
+def table(title: str, columns: list[str], rows: Iterable[list[str]], *, styles: Mapping[str, str] | None = None,
+          drop_first: Sequence[str] = (), times: Sequence[str] = ()) -> None:
+    """A rich table on a terminal, tab-free plain columns otherwise.
+
+    At a terminal the table fits its width: first the `times` columns lose their year and seconds, then
+    the columns named in `drop_first` are left out, in that order, until it does; every other column
+    keeps its full width (a job name or a state is never cut).
+    """
     rows = [[redact(str(c)) for c in row] for row in rows]
     if is_terminal():
         from rich.console import Console
         from rich.table import Table
 
+        console = Console()
+        natural = _natural_widths(columns, rows)
+        if _needed(columns, natural, range(len(columns))) > console.width and times:
+            rows = [[_short_time(c) if columns[i] in times else c for i, c in enumerate(row)] for row in rows]
+            natural = _natural_widths(columns, rows)
+        shown = _fitting(columns, natural, console.width, drop_first)
         t = Table(title=title, title_justify="left")
-        for col in columns:
-            t.add_column(col, no_wrap=col not in ("error", "last error", "description"))
+        for i in shown:
+            wraps = columns[i] in WRAPPING
+            t.add_column(columns[i], no_wrap=not wraps, min_width=None if wraps else natural[i],
+                         overflow="fold" if wraps else "ellipsis")
         for row in rows:
-            t.add_row(*[_style(c, styles) for c in row])
-        Console().print(t)
+            t.add_row(*[_style(row[i], styles) for i in shown])
+        console.print(t)
         return
     widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
     print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip())
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def _natural_widths(columns: list[str], rows: list[list[str]]) -> list[int]:
+    from rich.cells import cell_len
+
+    return [max([cell_len(c)] + [cell_len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+
+
+def _short_time(text: str) -> str:
+    """`2026-12-06 01:43:37` → `12-06 01:43`; anything else as it is."""
+    match = _TIME.match(text)
+    return match.group(1) if match else text
+
+
+def _needed(columns: list[str], natural: list[int], shown: Iterable[int]) -> int:
+    """Cells the table takes (rich's default box: 3 per column plus 1; wrapping columns at their minimum)."""
+    shown = list(shown)
+    return sum(min(natural[i], _WRAP_MIN) if columns[i] in WRAPPING else natural[i] for i in shown) \
+        + 3 * len(shown) + 1
+
+
+def _fitting(columns: list[str], natural: list[int], width: int, drop_first: Sequence[str]) -> list[int]:
+    """The indexes of the columns that fit `width`, leaving out those of `drop_first` in order."""
+    shown = list(range(len(columns)))
+    for name in drop_first:
+        if _needed(columns, natural, shown) <= width:
+            break
+        if name in columns:
+            shown.remove(columns.index(name))
+    return shown
 
 
 def _style(cell: str, styles: Mapping[str, str] | None) -> str:
