@@ -51,9 +51,13 @@ class JobContext:
     in_transaction(fn, *args): one batch = one transaction on a fresh
       connection, retried as a whole on transient errors; checks for a stop
       request and the timeout before it starts, and that the lock is still
-      held before it commits.
+      held before it commits. tally=fn maps the batch's result to counters
+      ({"deleted": n}): they are added once it commits, and the run's history row
+      gets the run's counts inside the batch's own transaction, so a run killed
+      later still shows exactly what it had committed.
     count(name, n): add to a counter reported in logs, history and --json.
     last_transaction: seconds the last batch's transaction took (for jobs that size batches by time).
+    largest_batch: the most items one transaction tallied.
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class JobContext:
         self.transactions = 0
         self.longest_transaction = 0.0
         self.last_transaction = 0.0
+        self.largest_batch = 0
         self._retry = retry
         self._stop = stop
         self._held = held
@@ -112,7 +117,8 @@ class JobContext:
         if self._deadline is not None and time.monotonic() >= self._deadline:
             raise TimedOut(f"{self.job} passed its timeout")
 
-    def in_transaction(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def in_transaction(self, fn: Callable[..., T], *args: Any,
+                       tally: Callable[[T], dict[str, int]] | None = None, **kwargs: Any) -> T:
         from . import retry
 
         self.checkpoint()
@@ -125,6 +131,11 @@ class JobContext:
                 tx = conn.begin()
                 try:
                     result = fn(conn, *args, **kwargs)
+                    counts = tally(result) if tally is not None else {}
+                    if self.run_id is not None and not self.dry_run and (counts or self.counts):
+                        from .tracking import record_counts
+
+                        record_counts(conn, self.run_id, _added(self.counts, counts))
                     if self._held is not None and not self.dry_run:
                         self._held.verify(conn)
                     if self.dry_run:
@@ -138,6 +149,9 @@ class JobContext:
             self.transactions += 1
             self.longest_transaction = max(self.longest_transaction, elapsed)
             self.last_transaction = elapsed
+            self.largest_batch = max(self.largest_batch, sum(counts.values()))
+            for name, n in counts.items():
+                self.count(name, n)
             if self.dialect == "sqlite" and not self.dry_run:
                 self._unchecked += 1
                 if self._unchecked >= SQLITE_CHECKPOINT_EVERY:
@@ -177,6 +191,10 @@ class JobContext:
 
     def cutoff(self, days: int) -> datetime:
         return self.now - timedelta(days=days)
+
+
+def _added(counts: dict[str, int], more: dict[str, int]) -> dict[str, int]:
+    return {**counts, **{name: counts.get(name, 0) + n for name, n in more.items()}}
 
 
 @contextmanager

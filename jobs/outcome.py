@@ -66,6 +66,7 @@ class RunReport:
     details: list[str] = field(default_factory=list)
     transactions: int = 0
     longest_transaction_seconds: float = 0.0
+    largest_batch_items: int = 0
 
     @property
     def duration_seconds(self) -> float | None:
@@ -91,4 +92,5 @@ class RunReport:
             "details": list(self.details),
             "transactions": self.transactions,
             "longest_transaction_seconds": round(self.longest_transaction_seconds, 6),
+            "largest_batch_items": self.largest_batch_items,
         }

@@ -146,6 +146,7 @@ def _execute(app: "App", job: "JobConfig", trigger: Trigger, settings: Any, stop
     report.details = list(ctx.details)
     report.transactions = ctx.transactions
     report.longest_transaction_seconds = ctx.longest_transaction
+    report.largest_batch_items = ctx.largest_batch
     report.next_due_at = _db(
         app,
         lambda: tracking.finish_run(app.engine, job, run_id, report.status, started, report.finished_at,

@@ -111,6 +111,12 @@ def start_run(engine: "Engine", job: "JobConfig", trigger: Trigger, now: datetim
     return int(run_id)
 
 
+def record_counts(conn: "Connection", run_id: int, counts: dict[str, int]) -> None:
+    """A running run's counts so far, written inside the batch transaction that made them true."""
+    conn.execute(update(runs).where(runs.c.id == run_id).values(
+        items=sum(counts.values()), counts=json.dumps(counts, sort_keys=True)))
+
+
 def finish_run(
     engine: "Engine",
     job: "JobConfig",

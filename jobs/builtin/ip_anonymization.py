@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from ..app_tables import ref
+from ..batches import BatchSize
 from ..context import JobContext
 from ..settings import setting
 from ..spec import JobSpec
@@ -54,19 +55,15 @@ class Settings:
 def run(ctx: JobContext, s: Settings) -> None:
     users = ref(s.table, times=(s.login_column,), others=(s.ip_column, s.key_column))
     cutoff = ctx.cutoff(s.retention_days)
-    size = min(s.batch_size, START_ROWS)
+    size = BatchSize(s.batch_size, START_ROWS, (TARGET_SECONDS / 2, TARGET_SECONDS))
     last: Any = None
     ctx.count("anonymized", 0)
     while True:
-        changed, last = ctx.in_transaction(_batch, users, s, cutoff, last, size, ctx.dry_run)
-        elapsed = ctx.last_transaction
-        ctx.count("anonymized", changed)
+        _, last = ctx.in_transaction(_batch, users, s, cutoff, last, size.rows, ctx.dry_run,
+                                     tally=lambda result: {"anonymized": result[0]})
         if last is None:
             break
-        if elapsed > TARGET_SECONDS:
-            size = max(1, int(size * TARGET_SECONDS / elapsed))
-        elif elapsed < TARGET_SECONDS / 2:
-            size = min(s.batch_size, size * 2)
+        size.after(ctx.last_transaction)
     if ctx.dry_run:
         ctx.detail(f"would anonymize the last login IP of {ctx.counts['anonymized']} users "
                    f"whose last login is at or before {cutoff.isoformat()}")

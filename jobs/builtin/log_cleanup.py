@@ -1,7 +1,10 @@
 """Delete log rows and log files older than `retention_days`.
 
-Rows: index-ordered ranges of about `batch_size` rows, one short transaction
-each, bounded in the database (no row loaded into Python).
+Rows: batches of at most `batch_size` rows in (created_column, key_column)
+order, one short transaction each, bounded in the database (no row loaded into
+Python) whatever the timestamps: a burst of lines stored at one-second precision
+is taken a batch at a time (jobs.batches). Batches start at FIRST_BATCH rows and
+adapt to stay within TARGET_SECONDS.
 
 Files: one pass over `log_directory` (not its sub-folders) with the directory
 opened once and every name resolved against it (scandir, lstat and unlink
@@ -24,15 +27,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import delete, func, select
-
 from ..app_tables import ref
+from ..batches import After, BatchSize, oldest_first
 from ..context import JobContext
 from ..errors import PermanentError
 from ..settings import setting
 from ..spec import JobSpec
 from .names import identifier
 
+TARGET_SECONDS = (0.1, 0.2)
+"""A row batch faster than this range lets the next one grow, a slower one shrinks it."""
+FIRST_BATCH = 5_000
+"""Rows at most in the first batch; later ones grow from it up to batch_size."""
 CHECKPOINT_EVERY = 256
 """Directory entries between two checkpoints (SIGTERM, timeout) and counter updates."""
 CHUNK = 50_000
@@ -62,6 +68,8 @@ class Settings:
     table: str = setting("logs", check=_table_or_empty,
                          help='The log table ("" to clean files only).')
     created_column: str = setting("created_at", check=identifier, help="Its creation timestamp column (UTC).")
+    key_column: str = setting("id", check=identifier,
+                              help="Its primary key: the order among rows created at the same time.")
     log_directory: Path = setting(Path("logs"), help="The folder whose old log files are deleted (not recursive).")
     log_file_pattern: str = setting("*.log", check=_plain_pattern,
                                     help="Shell pattern for the file names to delete, e.g. \"*.log\".")
@@ -77,31 +85,19 @@ def run(ctx: JobContext, s: Settings) -> None:
 
 
 def _delete_rows(ctx: JobContext, s: Settings, cutoff: datetime) -> None:
-    logs = ref(s.table, times=(s.created_column,))
-    lower: datetime | None = None
+    logs = ref(s.table, times=(s.created_column,), others=(s.key_column,))
+    created, key = logs.c[s.created_column], logs.c[s.key_column]
+    size = BatchSize(s.batch_size, FIRST_BATCH, TARGET_SECONDS)
+    after: After | None = None
     while True:
-        deleted, lower = ctx.in_transaction(_rows_batch, logs, s, cutoff, lower, ctx.dry_run)
-        ctx.count("rows_deleted", deleted)
-        if lower is None:
+        _, after = ctx.in_transaction(oldest_first, logs, created, key, cutoff, size.rows, after,
+                                      dry_run=ctx.dry_run, tally=lambda result: {"rows_deleted": result[0]})
+        if after is None:
             break
+        size.after(ctx.last_transaction)
     if ctx.dry_run:
         ctx.detail(f"would delete {ctx.counts['rows_deleted']} rows of {s.table} created before "
                    f"{cutoff.isoformat()}")
-
-
-def _rows_batch(conn, logs, s: Settings, cutoff: datetime, lower: datetime | None,  # noqa: ANN001
-                dry_run: bool) -> tuple[int, datetime | None]:
-    """Delete (or count) the next range of about batch_size old rows; returns (rows, next lower bound or None)."""
-    created = logs.c[s.created_column]
-    after = [created > lower] if lower is not None else []
-    boundary = conn.execute(
-        select(created).where(created < cutoff, *after).order_by(created).offset(s.batch_size - 1).limit(1)
-    ).scalar()
-    # One upper bound only: given two, SQLite may bound its index scan by the cutoff and re-walk the rest each batch.
-    in_range = [*after, created < cutoff if boundary is None else created <= boundary]
-    if dry_run:
-        return conn.execute(select(func.count()).select_from(logs).where(*in_range)).scalar(), boundary
-    return conn.execute(delete(logs).where(*in_range)).rowcount, boundary
 
 
 def _sweep_files(ctx: JobContext, s: Settings, cutoff: datetime) -> None:

@@ -13,9 +13,11 @@ filters on expires_at instead:
 A sweep batch stops at its row budget or after scanning SCAN_FACTOR times as many rows,
 so sparse tables keep transactions short too. With few expired rows (or, as the
 PostgreSQL planner sees it, rows stored in expiry order) and on MySQL, batches are
-expires_at ranges instead. Batches start at FIRST_BATCH rows, grow up to `batch_size`
-while they take less than TARGET_SECONDS and shrink when one takes more. No row is
-ever loaded into Python.
+taken in (expires_at, key_column) order instead, so a million tokens sharing one
+expiry time still go `batch_size` rows at a time (jobs.batches). Batches start at
+FIRST_BATCH rows, grow up to `batch_size` while they take less than TARGET_SECONDS
+and shrink when one takes more. No row is ever loaded into Python; rows the
+application deletes meanwhile only make a batch smaller.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ..batches import BatchSize, oldest_first
 from ..settings import setting
 from ..spec import JobSpec
 from .names import identifier
@@ -48,13 +51,15 @@ class Settings:
     batch_size: int = setting(10_000, min=1, max=1_000_000, cli=True, help="Rows per transaction (at most).")
     table: str = setting("refresh_tokens", check=identifier, help="The refresh-token table.")
     expires_column: str = setting("expires_at", check=identifier, help="Its expiry timestamp column (UTC).")
+    key_column: str = setting("id", check=identifier,
+                              help="Its primary key: the order among tokens that expire at the same time.")
 
 
 @dataclass(frozen=True)
 class _Where:
     """Where the next batch starts; replaced only once a batch has committed, so a retried one starts over.
 
-    expiry: `after` is the last expires_at deleted.
+    expiry: `after` is the last (expires_at, key) deleted (jobs.batches.After).
     rowid: `after` is the last rowid scanned, `end` the largest rowid when the sweep began.
     block: `after` is the (block, offset) to start at, `end` the table's blocks, `per_block` its rows
     per block, `density` the expired rows per block seen last.
@@ -83,26 +88,22 @@ def run(ctx: JobContext, s: Settings) -> None:
         return
     ctx.count("deleted", 0)
     where: _Where | None = _Where()
-    size = min(s.batch_size, FIRST_BATCH)
+    size = BatchSize(s.batch_size, FIRST_BATCH, TARGET_SECONDS)
     while where is not None:
-        deleted, where = ctx.in_transaction(_delete_batch, s.table, s.expires_column, cutoff, size, where)
-        elapsed = ctx.last_transaction
-        ctx.count("deleted", deleted)
-        if elapsed > TARGET_SECONDS[1]:
-            size = max(1, int(size * TARGET_SECONDS[1] / elapsed))
-        elif elapsed < TARGET_SECONDS[0]:
-            size = min(s.batch_size, size * 2)
+        deleted, where = ctx.in_transaction(_delete_batch, s, cutoff, size.rows, where,
+                                            tally=lambda result: {"deleted": result[0]})
+        size.after(ctx.last_transaction)
 
 
-def _delete_batch(conn: Connection, table: str, column: str, cutoff: datetime, size: int,
+def _delete_batch(conn: Connection, s: Settings, cutoff: datetime, size: int,
                   where: _Where) -> tuple[int, _Where | None]:
     """Delete at most `size` expired rows; returns (deleted, where the next batch starts, or None when done)."""
     from ..app_tables import ref
 
     dialect = conn.dialect.name
     keys = {"sqlite": ("rowid",), "postgresql": ("ctid",)}.get(dialect, ())
-    tokens = ref(table, times=(column,), others=keys)
-    expires = tokens.c[column]
+    tokens = ref(s.table, times=(s.expires_column,), others=(s.key_column, *keys))
+    expires = tokens.c[s.expires_column]
     if dialect == "sqlite":
         conn.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
     elif dialect == "postgresql":
@@ -111,7 +112,10 @@ def _delete_batch(conn: Connection, table: str, column: str, cutoff: datetime, s
         where = _choose_order(conn, tokens, expires, cutoff)
     if dialect == "sqlite" and where.order == "expiry":
         size = min(size, SQLITE_CACHE_KIB // 8)  # a row may dirty a table page and an index page: no spilling
-    step = {"rowid": _by_rowid, "block": _by_block}.get(where.order, _by_expiry)
+    if where.order == "expiry":
+        deleted, after = oldest_first(conn, tokens, expires, tokens.c[s.key_column], cutoff, size, where.after)
+        return deleted, None if after is None else replace(where, after=after)
+    step = _by_rowid if where.order == "rowid" else _by_block
     return step(conn, tokens, expires, cutoff, size, where)
 
 
@@ -163,17 +167,6 @@ def _postgres_order(conn: Connection, tokens: TableClause, expires: ColumnElemen
     return _Where("block", after=(0, 0), end=int(blocks), per_block=per_block, density=per_block)
 
 
-def _by_expiry(conn: Connection, tokens: TableClause, expires: ColumnElement, cutoff: datetime, size: int,
-               where: _Where) -> tuple[int, _Where | None]:
-    from sqlalchemy import delete, select
-
-    in_range = [expires < cutoff] + ([expires > where.after] if where.after is not None else [])
-    boundary = conn.execute(select(expires).where(*in_range).order_by(expires).offset(size - 1).limit(1)).scalar()
-    if boundary is None:
-        return conn.execute(delete(tokens).where(*in_range)).rowcount, None
-    return conn.execute(delete(tokens).where(*in_range, expires <= boundary)).rowcount, replace(where, after=boundary)
-
-
 def _by_rowid(conn: Connection, tokens: TableClause, expires: ColumnElement, cutoff: datetime, size: int,
               where: _Where) -> tuple[int, _Where | None]:
     from sqlalchemy import delete, literal, select
@@ -222,6 +215,11 @@ def _by_block(conn: Connection, tokens: TableClause, expires: ColumnElement, cut
             savepoint.rollback()
             last = conn.execute(select(ctid).where(*window, expires < cutoff).order_by(ctid)
                                 .offset(need - 1).limit(1)).scalar()
+            if last is None:  # the application deleted rows of this window since: fewer than `need` left
+                deleted += conn.execute(delete(tokens).where(*window, expires < cutoff)).rowcount
+                if end >= where.end:
+                    return deleted, None
+                return deleted, replace(where, after=(end, 0), density=n / width)
             last_block, last_offset = (int(x) for x in last.strip("()").split(","))
             deleted += conn.execute(delete(tokens).where(
                 ctid >= _tid(block, offset), ctid <= _tid(last_block, last_offset), expires < cutoff)).rowcount
