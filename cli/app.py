@@ -52,7 +52,7 @@ def _print_version(value: bool) -> None:
 
 
 def build(specs: tuple, plugins_loaded: bool) -> typer.Typer:
-    from . import db_commands, job_commands, metrics_commands, ops_commands, queue_commands
+    from . import db_commands, email_commands, job_commands, metrics_commands, ops_commands, queue_commands
 
     app = typer.Typer(
         name="cronwarden",
@@ -97,6 +97,7 @@ def build(specs: tuple, plugins_loaded: bool) -> typer.Typer:
     db_commands.register(app)
     metrics_commands.register(app)
     queue_commands.register(app)
+    email_commands.register(app)
     return app
 
 

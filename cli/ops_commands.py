@@ -164,15 +164,23 @@ def check(
     ctx: typer.Context,
     json: JsonFlag = False) -> int:
     """Monitoring: exit 1 when a job is overdue past its grace or failing, 0 otherwise."""
-    _, jobs = _health(ctx)
+    from jobs import clock
+    from jobs.builtin.email_status import failed_alarm
+    from jobs.runner import _db
+
+    app, jobs = _health(ctx)
     bad = [j for j in jobs if j.alarming]
-    code = exit_codes.EX_FAILED if bad else exit_codes.EX_OK
+    emails = _db(app, lambda: failed_alarm(app.config, app.engine, clock.utcnow()), "reading the email queue")
+    code = exit_codes.EX_FAILED if bad or emails else exit_codes.EX_OK
     if json:
-        render.json_out({"ok": not bad, "exit_code": code,
+        render.json_out({"ok": code == exit_codes.EX_OK, "exit_code": code,
                          "jobs": [{"job": j.name, "state": j.state, "next_due_at": j.next_due_at,
                                    "overdue_seconds": j.overdue_seconds,
                                    "consecutive_failures": j.consecutive_failures, "last_error": j.last_error}
-                                  for j in jobs]})
+                                  for j in jobs],
+                         "failed_emails": None if emails is None else {
+                             "count": emails.count, "newest_attempt_at": emails.newest_attempt_at,
+                             "newest_error": emails.newest_error}})
         return code
     for j in bad:
         if j.state == "failing":
@@ -185,7 +193,14 @@ def check(
         else:
             detail = f"overdue by {int(j.overdue_seconds)}s (was due {render.when(j.next_due_at)} UTC)"
         render.line(f"{j.state.upper()} {j.name}: {detail}")
-    if not bad and not _state(ctx).quiet:
+    if emails is not None:
+        from jobs.schedule import format_duration
+
+        window = format_duration(app.config.job("email-queue").settings.failed_alert_window)
+        render.line(f"FAILED-EMAILS email-queue: {emails.count} email(s) failed for good in the last {window}, the "
+                    f"latest at {render.when(emails.newest_attempt_at)} UTC: {emails.newest_error}; see "
+                    f"'cronwarden emails list --status failed', send again with 'cronwarden emails retry'")
+    if code == exit_codes.EX_OK and not _state(ctx).quiet:
         render.line(f"OK: {len(jobs)} jobs, none overdue or failing")
     return code
 

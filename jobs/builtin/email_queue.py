@@ -119,6 +119,11 @@ class Settings:
     from_address: str = setting("noreply@example.com", check=_from_address,
                                 help="Envelope sender and From header; its domain ends every Message-ID.")
     table: str = setting("email_queue", check=identifier, help="The queue table.")
+    alert_on_failed: bool = setting(True, help="`cronwarden check` alarms (exit 1) while an email has failed "
+                                               "within failed_alert_window.")
+    failed_alert_window: timedelta = setting(timedelta(hours=24), min=60, max=90 * 86_400,
+                                             help="How long a failed email keeps `check` alarming: at least "
+                                                  "the interval between two checks.")
 
 
 def validate(s: Settings) -> None:

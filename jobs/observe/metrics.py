@@ -169,7 +169,28 @@ def exposition(app: "App") -> str:
     from ..queue import queue_depth
 
     depth = _db(app, lambda: queue_depth(app.engine), "reading the queue")
-    return render(build(app.config, states, counts, items, now) + queue_families(depth))
+    families = build(app.config, states, counts, items, now) + queue_families(depth)
+    return render(families + _db(app, lambda: email_families(app, now), "reading the email queue"))
+
+
+def email_families(app: "App", now: datetime) -> list[Family]:
+    """Emails waiting and failed for good (the runs succeed either way), when email-queue is enabled."""
+    from ..builtin import email_status
+
+    job = email_status.email_queue(app.config)
+    if job is None or not email_status.exists(app.engine, job.settings.table):
+        return []
+    backlog = email_status.backlog(app.engine, job.settings.table, now)
+    emails = Family("cronwarden_emails", "gauge",
+                    "Emails in the email-queue table by status: pending (waiting or between retries), sending "
+                    "(claimed by a run), failed (given up: 5xx reply or max_attempts; `cronwarden emails "
+                    "retry` sends one again). Sent emails are not counted.")
+    for status, count in backlog.counts.items():
+        emails.add(count, status=status)
+    oldest = Family("cronwarden_email_oldest_pending_seconds", "gauge",
+                    "Age of the oldest pending or sending email (since it was queued); 0 when none waits.")
+    oldest.add(backlog.oldest_pending_seconds or 0.0)
+    return [emails, oldest]
 
 
 def queue_families(depth: Mapping[str, Any]) -> list[Family]:
