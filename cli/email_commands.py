@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from jobs.errors import UsageError
+from jobs.errors import ConfigError, UsageError
 
 from . import exit_codes, render
 from .errors import handled
@@ -31,8 +31,8 @@ def _table(app: "App") -> str:
 
     table = app.config.job("email-queue").settings.table
     if not _db(app, lambda: email_status.exists(app.engine, table), "looking for the email queue"):
-        raise UsageError(f"no table {table!r} in {app.config.safe_database_url} "
-                         f"([jobs.email-queue] table; `cronwarden db upgrade --app-tables` creates the default)")
+        raise ConfigError(f"no table {table!r} in {app.config.safe_database_url} ([jobs.email-queue] table; "
+                          f"`cronwarden db upgrade --app-tables` creates the default)")
     return table
 
 

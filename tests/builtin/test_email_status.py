@@ -101,3 +101,10 @@ def test_emails_retry_sends_a_failed_email_again_and_clears_the_alarm(workspace,
 def test_emails_retry_needs_an_id_or_all_failed(workspace, cli):
     assert cli(workspace, "emails", "retry").exit_code == 2
     assert cli(workspace, "emails", "retry", "1", "--all-failed").exit_code == 2
+
+
+def test_emails_on_a_database_without_the_table_is_a_configuration_error(workspace, cli):
+    workspace.write_config('[jobs.email-queue]\ntable = "no_such_outbox"\n')
+    result = cli(workspace, "emails", "list")
+    assert result.exit_code == 78
+    assert "no table 'no_such_outbox'" in result.stderr and "db upgrade --app-tables" in result.stderr
