@@ -212,8 +212,13 @@ def prune(
     ctx: typer.Context,
     older_than: Annotated[str, typer.Option("--older-than", metavar="DURATION",
                                             help="Delete finished jobs that finished longer ago.")] = "30d",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=1_000_000,
+                                            help="Rows deleted per transaction (at most).")] = 10_000,
 ) -> int:
-    """Delete succeeded, failed and cancelled jobs past their age (run history stays in job_runs)."""
+    """Delete succeeded, failed and cancelled jobs past their age (run history stays in job_runs).
+
+    In transactions of at most --batch-size rows; SIGTERM/SIGINT stop it between two of them."""
+    from jobs import signals
     from jobs.queue import store
     from jobs.schedule import parse_duration
 
@@ -222,6 +227,8 @@ def prune(
     except ValueError as exc:
         raise UsageError(f"--older-than: {exc}") from None
     app = _app(ctx)
-    n = _db(app, lambda: store.prune(app.engine, age), "pruning the queue")
-    render.line(f"deleted {n} finished job(s)")
-    return exit_codes.EX_OK
+    with signals.graceful_stop() as stop:
+        n, stopped = _db(app, lambda: store.prune(app.engine, age, batch_size=batch_size, stop=stop),
+                         "pruning the queue")
+    render.line(f"deleted {n} finished job(s)" + (" before the stop request" if stopped else ""))
+    return exit_codes.for_signal(stop.signum) if stopped else exit_codes.EX_OK

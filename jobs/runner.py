@@ -12,7 +12,7 @@ import os
 import socket
 import time
 from contextlib import ExitStack
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from . import clock, signals, tracking
@@ -150,16 +150,26 @@ def _execute(app: "App", job: "JobConfig", trigger: Trigger, settings: Any, stop
     report.next_due_at = _db(
         app,
         lambda: tracking.finish_run(app.engine, job, run_id, report.status, started, report.finished_at,
-                                    report.counts, report.error, app.config.history_retention,
+                                    report.counts, report.error,
                                     keep=tracking.kept(job, report.status, trigger, report.counts)),
         "recording the outcome",
         # A run that lost its lock, most often because its host lost the database, tries once: retrying
         # would only delay its exit, and the next holder records it as abandoned anyway.
         policy=_ONE_ATTEMPT if lost else None,
     )
+    if not lost:
+        _prune_history(app, logger, job, report.finished_at)
     _log_outcome(logger, report)
     _notify(app, logger, "run_finished", job, report)
     return report
+
+
+def _prune_history(app: "App", logger: logging.LoggerAdapter, job: "JobConfig", finished: datetime) -> None:
+    """Housekeeping after the outcome is recorded: a failure here is a warning, never the run's outcome."""
+    try:
+        tracking.prune_history(app.engine, job.name, finished - app.config.history_retention)
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("pruning the run history failed: %s", one_line(exc))
 
 
 def _notify(app: "App", logger: logging.LoggerAdapter, hook: str, *args: Any) -> None:

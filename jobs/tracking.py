@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 from sqlalchemy import delete, func, insert, select, update
@@ -126,7 +126,6 @@ def finish_run(
     finished: datetime,
     counts: dict[str, int],
     error: str | None,
-    retention: timedelta,
     *,
     keep: bool = True,
 ) -> datetime | None:
@@ -166,9 +165,25 @@ def finish_run(
         due = None if due is not None and due.replace(tzinfo=None) == NEVER else due
         values["next_scheduled_at"] = due
         conn.execute(update(executions).where(executions.c.job_name == job.name).values(**values))
-        conn.execute(delete(runs).where(runs.c.job_name == job.name, runs.c.started_at < finished - retention,
-                                        runs.c.status != RunStatus.RUNNING.value))
     return due
+
+
+HISTORY_PRUNE_BATCH = 1_000  # history rows deleted per transaction (at most)
+
+
+def prune_history(engine: "Engine", job: str, before: datetime) -> int:
+    """Delete the job's finished runs started before `before`, HISTORY_PRUNE_BATCH rows per transaction at
+    most (keyset on started_at and id: a backlog of ties, e.g. after shortening the retention, stays bounded)."""
+    from .batches import oldest_first
+
+    deleted, after = 0, None
+    while True:
+        with engine.begin() as conn:
+            n, after = oldest_first(conn, runs, runs.c.started_at, runs.c.id, before, HISTORY_PRUNE_BATCH, after,
+                                    where=[runs.c.job_name == job, runs.c.status != RunStatus.RUNNING.value])
+        deleted += n
+        if after is None:
+            return deleted
 
 
 def kept(job: "JobConfig", status: RunStatus, trigger: Trigger, counts: dict[str, int]) -> bool:

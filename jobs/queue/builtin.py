@@ -10,9 +10,10 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 
 from ..app_tables import ref
+from ..batches import BatchSize, by_key
 from ..builtin.names import identifier
 from ..context import JobContext
 from ..errors import PermanentError
@@ -20,11 +21,17 @@ from ..settings import setting
 from . import TaskSpec
 
 
+ERASE_TARGET_SECONDS = (0.1, 0.2)  # a token batch faster than this lets the next one grow, a slower one shrinks it
+ERASE_FIRST_BATCH = 1_000
+
+
 @dataclass(frozen=True)
 class EraseArgs:
     user_id: int = setting(min=1, help="The user to erase.")
     users_table: str = setting("users", check=identifier, help="The users table.")
     tokens_table: str = setting("refresh_tokens", check=identifier, help="The refresh-token table.")
+    tokens_key_column: str = setting("id", check=identifier, help="The refresh-token table's primary key.")
+    batch_size: int = setting(10_000, min=1, max=1_000_000, help="Tokens deleted per transaction (at most).")
 
 
 def erased_values(user_id: int) -> dict[str, Any]:
@@ -34,17 +41,29 @@ def erased_values(user_id: int) -> dict[str, Any]:
 
 
 def erase_user(ctx: JobContext, a: EraseArgs) -> None:
+    """The user's tokens go at most batch_size per transaction, in key order; the transaction that
+    deletes the last of them rewrites the user's row (a user with few tokens: one transaction)."""
     users = ref(a.users_table, others=("id", "email", "username", "password_hash", "last_login_ip"))
-    tokens = ref(a.tokens_table, others=("user_id",))
+    tokens = ref(a.tokens_table, others=("user_id", a.tokens_key_column))
 
-    def erase(conn) -> tuple[int, int]:  # noqa: ANN001
-        deleted = conn.execute(delete(tokens).where(tokens.c.user_id == a.user_id)).rowcount
+    def erase(conn, size: int, after: Any) -> tuple[int, int, Any]:  # noqa: ANN001
+        deleted, last = by_key(conn, tokens, tokens.c[a.tokens_key_column], size, after,
+                               where=[tokens.c.user_id == a.user_id])
+        if last is not None:
+            return deleted, 0, last
         rewritten = conn.execute(update(users).where(users.c.id == a.user_id).values(**erased_values(a.user_id)))
-        return deleted, rewritten.rowcount
+        return deleted, rewritten.rowcount, None
 
-    deleted, erased = ctx.in_transaction(erase)
-    ctx.count("tokens_deleted", deleted)
-    ctx.count("users_erased", erased)
+    ctx.count("tokens_deleted", 0)
+    ctx.count("users_erased", 0)
+    size = BatchSize(a.batch_size, ERASE_FIRST_BATCH, ERASE_TARGET_SECONDS)
+    after: Any = None
+    while True:
+        _, erased, after = ctx.in_transaction(erase, size.rows, after,
+                                              tally=lambda r: {"tokens_deleted": r[0], "users_erased": r[1]})
+        if after is None:
+            break
+        size.after(ctx.last_transaction)
     if not erased:
         ctx.detail(f"no user {a.user_id} in {a.users_table}: nothing to erase")
 

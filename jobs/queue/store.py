@@ -11,11 +11,12 @@ back (enqueued again, or failed when its attempts are spent).
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Iterable
 
-from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import clock
@@ -39,6 +40,7 @@ from .models import (
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine, RowMapping
 
+    from ..signals import StopFlag
     from . import TaskSpec
 
 q = queued_jobs
@@ -423,11 +425,32 @@ def retry(engine: "Engine", job_id: int) -> str:
     return status
 
 
-def prune(engine: "Engine", older_than: timedelta) -> int:
-    """Delete finished rows older than the cutoff (their history stays in job_runs)."""
+PRUNE_TARGET_SECONDS = (0.1, 0.2)  # a prune batch faster than this lets the next one grow, a slower one shrinks it
+PRUNE_FIRST_BATCH = 1_000
+
+
+def prune(engine: "Engine", older_than: timedelta, *, batch_size: int = 10_000,
+          stop: "StopFlag | None" = None) -> tuple[int, bool]:
+    """Delete finished rows older than the cutoff (their history stays in job_runs).
+
+    At most batch_size rows per transaction, in id order, sized towards PRUNE_TARGET_SECONDS. Returns
+    (rows deleted, whether a stop request ended it early: it is honoured between two batches).
+    """
+    from ..batches import BatchSize, by_key
+
     cutoff = clock.utcnow() - older_than
-    with engine.begin() as conn:
-        return conn.execute(delete(q).where(q.c.status.in_(FINISHED), q.c.finished_at < cutoff)).rowcount
+    size = BatchSize(batch_size, PRUNE_FIRST_BATCH, PRUNE_TARGET_SECONDS)
+    deleted, last = 0, None
+    while stop is None or not stop.requested:
+        started = time.perf_counter()
+        with engine.begin() as conn:
+            n, last = by_key(conn, q, q.c.id, size.rows, last,
+                             where=[q.c.status.in_(FINISHED), q.c.finished_at < cutoff])
+        deleted += n
+        if last is None:
+            return deleted, False
+        size.after(time.perf_counter() - started)
+    return deleted, True
 
 
 def get(engine: "Engine", job_id: int) -> "RowMapping | None":
