@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from cronsim import CronSim, CronSimError
@@ -152,36 +154,135 @@ def test_each_job_ticks_at_least_as_often_as_its_schedule():
     for job, period in recurring_jobs().items():
         for schedule, _, command in by_command[job]:
             if period < timedelta(minutes=1):
-                assert re.search(r"\bwhile\b", command), f"{job} runs every {period}: its line must loop"
+                assert re.search(r"\b(for|while)\b", command), f"{job} runs every {period}: its line must loop"
             else:
                 assert _longest_gap(schedule) <= period, f"{job}: {schedule} ticks less often than {period}"
 
 
-def test_sub_minute_job_loops_within_the_minute():
+def _sub_minute_lines() -> list[tuple[str, timedelta, str]]:
     by_command = _invocations_by_command()
-    for job, period in recurring_jobs().items():
-        if period >= timedelta(minutes=1):
-            continue
-        for schedule, _, command in by_command[job]:
-            assert _longest_gap(schedule) == timedelta(minutes=1), f"{job}: the loop must start every minute"
-            seconds = re.search(r"SECONDS\s*<\s*(\d+)", command)
-            assert seconds and int(seconds.group(1)) < 60, f"{job}: the loop must end within its minute"
-            pause = re.search(r"\bsleep\s+(\d+)", command)
-            assert pause and int(pause.group(1)) <= period.total_seconds(), f"{job}: sleeps longer than {period}"
+    found = [(job, period, command) for job, period in recurring_jobs().items() if period < timedelta(minutes=1)
+             for schedule, _, command in by_command[job]]
+    assert found
+    for job, _, command in found:
+        assert all(_longest_gap(s) == timedelta(minutes=1) for s, _, c in by_command[job] if c == command), \
+            f"{job}: the loop must start every minute"
+    return found
 
 
-def test_long_jobs_run_under_timeout_which_sends_sigterm_then_sigkill():
-    by_command = _invocations_by_command()
-    for job in recurring_jobs():
-        for _, _, command in by_command[job]:
-            for words in simple_commands(command):
-                if "cronwarden" not in words:
-                    continue
-                assert "timeout" in words[:words.index("cronwarden")], f"{job}: not run under timeout"
-                options = words[words.index("timeout") + 1:words.index("cronwarden")]
-                assert not any(o.startswith(("--signal", "-s")) and "TERM" not in o for o in options), \
-                    f"{job}: timeout must send SIGTERM (cronwarden then finishes or rolls back its batch)"
-                assert any(o.startswith(("--kill-after", "-k")) for o in options), f"{job}: no --kill-after"
+def _slots(command: str) -> list[int]:
+    found = re.search(r"\bfor slot in ([\d ]+);", command)
+    assert found, f"not a loop over the minute's slots: {command}"
+    return [int(n) for n in found.group(1).split()]
+
+
+def test_sub_minute_job_runs_on_every_slot_of_its_period_within_the_minute():
+    for job, period, command in _sub_minute_lines():
+        step = int(period.total_seconds())
+        assert _slots(command) == list(range(0, 60, step)), f"{job}: one call per {step}-second slot"
+
+
+@pytest.fixture
+def recording_cronwarden(tmp_path):  # noqa: ANN001, ANN201
+    """A `cronwarden` on PATH that appends `<epoch seconds> <args>` per call; SLOW_FIRST=2 makes the first slow."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "cronwarden"
+    script.write_text(
+        "#!/bin/sh\n"
+        'echo "$(date +%s.%N) $*" >> "$CALLS"\n'
+        'if [ -n "${SLOW_FIRST:-}" ] && [ "$(wc -l < "$CALLS")" -eq 1 ]; then sleep "$SLOW_FIRST"; fi\n',
+        encoding="utf-8",
+    )
+    script.chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(tmp_path / "calls"), "START": str(tmp_path / "start")}
+
+
+LAG = 0.3  # from a loop's wake-up to the stand-in's clock reading, on a busy machine
+
+
+def _run_loop_shortened(command: str, env: dict[str, str], slots: str) -> list[float]:
+    """The real line under bash with its slots in seconds instead of tens of seconds: when each call
+    came, in seconds from the whole second the line started in (which bash's SECONDS counts from)."""
+    line = re.sub(r"\bfor slot in [\d ]+;", f"for slot in {slots};", command)
+    script = 'echo "$EPOCHSECONDS" > "$START"; ' + line
+    subprocess.run(["bash", "-c", script], env={**os.environ, **env}, check=True, timeout=30)
+    start = int(Path(env["START"]).read_text())
+    return [float(line.split()[0]) - start for line in Path(env["CALLS"]).read_text().splitlines()]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+def test_the_email_loop_calls_at_the_start_of_each_slot_and_skips_a_slot_a_slow_call_overran(recording_cronwarden):
+    (_, _, command), = _sub_minute_lines()
+    timed = _run_loop_shortened(command, recording_cronwarden, "0 1 2 3")
+    assert len(timed) == 4 and all(slot <= at < slot + 1 + LAG for slot, at in enumerate(timed)), timed
+    Path(recording_cronwarden["CALLS"]).unlink()
+    late = _run_loop_shortened(command, {**recording_cronwarden, "SLOW_FIRST": "2.2"}, "0 1 2 3")
+    assert late[0] < 1 + LAG and all(at >= 2 for at in late[1:]), f"slot 1 was not skipped: {late}"
+    assert 3 <= late[-1] < 4 + LAG and len(late) in (2, 3), late
+
+
+def _timeout_words(words: list[str]) -> list[str]:
+    """The `timeout ...` words before `cronwarden` in a simple command (empty when there is none)."""
+    at = words.index("cronwarden")
+    return words[words.index("timeout"):at] if "timeout" in words[:at] else []
+
+
+def _seconds(duration: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    return float(duration[:-1]) * units[duration[-1]] if duration[-1] in units else float(duration)
+
+
+def test_every_line_runs_cronwarden_under_timeout_which_sends_sigterm_then_sigkill():
+    for n, _, command in _cron_entries() + _commented_cron_entries():
+        for words in simple_commands(command):
+            if "cronwarden" not in words:
+                continue
+            options = _timeout_words(words)
+            assert options, f"line {n}: cronwarden not run under timeout: {command}"
+            assert not any(o.startswith(("--signal", "-s")) and "TERM" not in o for o in options), \
+                f"line {n}: timeout must send SIGTERM (cronwarden then finishes or rolls back its batch)"
+            assert any(o.startswith(("--kill-after", "-k")) for o in options), f"line {n}: no --kill-after"
+
+
+def _check_line() -> str:
+    (_, _, command), = [(n, schedule, command) for n, schedule, command in _cron_entries()
+                        if any(global_options_and_command(a)[1] == ["check"] for a in shell_invocations(command))]
+    return command
+
+
+def test_check_reports_a_silent_database_itself_before_its_timeout_stops_it():
+    from jobs.config import RetryPolicy
+    from jobs.host_loss import HostLossBounds
+
+    bound = RetryPolicy().max_time.total_seconds() + HostLossBounds().mysql_client()["read_timeout"]
+    words = next(w for w in simple_commands(_check_line()) if "cronwarden" in w)
+    duration = [o for o in _timeout_words(words)[1:] if not o.startswith("-")][0]
+    assert _seconds(duration) > bound + 30, f"check's timeout {duration} leaves no room for its own exit 75"
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash, timeout")
+def test_a_check_stopped_by_timeout_still_mails_a_line(tmp_path):
+    command = _check_line()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "timeout"
+    fake.write_text('#!/bin/sh\nexit "$FAKE_EXIT"\n', encoding="utf-8")  # what timeout returned
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    printed = {code: subprocess.run(["bash", "-c", command], env={**env, "FAKE_EXIT": str(code)},
+                                    capture_output=True, text=True, timeout=30).stdout for code in (0, 1, 75, 124)}
+    assert printed[0] == printed[1] == printed[75] == "", "cronwarden prints its own lines; nothing is added"
+    assert "stopped by timeout" in printed[124]
+
+
+@pytest.mark.skipif(shutil.which("timeout") is None, reason="coreutils timeout is not installed")
+def test_the_comments_give_the_exit_code_timeout_really_returns():
+    stopped = subprocess.run(["timeout", "0.2", "sh", "-c", "trap 'exit 143' TERM; while :; do sleep 0.05; done"],
+                             timeout=30)
+    assert stopped.returncode == 124
+    text = CRONTAB.read_text(encoding="utf-8")
+    assert "exits 124" in text and "exits 143" not in text
 
 
 def test_environment_sets_shell_path_utc_mail_and_env_file():

@@ -235,6 +235,23 @@ def test_every_cronjob_forbids_overlap_and_leaves_retries_to_cronwarden():
         assert 0 < pod["terminationGracePeriodSeconds"] < job["activeDeadlineSeconds"], name
 
 
+def test_every_cronjob_and_job_is_bounded_by_an_active_deadline():
+    for obj in _workloads():
+        deadline = _job_spec(obj).get("activeDeadlineSeconds")
+        assert isinstance(deadline, int) and deadline > 0, f"{obj['metadata']['name']}: no activeDeadlineSeconds"
+
+
+def test_check_reports_a_silent_database_itself_before_its_deadline():
+    """A database that never answers is exit 75 and one line within [retry] max_time plus one attempt's
+    timeout; the deadline leaves room for that, so the failed Job carries the reason."""
+    from jobs.host_loss import HostLossBounds
+
+    config = _config()
+    bounds = HostLossBounds(config.locks.host_loss_bound.total_seconds())
+    silent = config.retry.max_time.total_seconds() + max(bounds.connect_timeout, bounds.mysql_client()["read_timeout"])
+    assert _job_spec(_cronjob_for("check"))["activeDeadlineSeconds"] > silent + 30
+
+
 def test_job_timeouts_stop_runs_before_kubernetes_deadlines():
     config = _config()
     for name, job in config.jobs.items():
