@@ -16,6 +16,11 @@ Aims: no transaction longer than 0.25 s; peak memory flat in table size; the job
     /work/venv/bin/python benchmarks/token_cleanup.py                      # full: 500k and 2M, ~5 min
     /work/venv/bin/python benchmarks/token_cleanup.py --sizes 100000 --backends sqlite --reps 1   # quick
     /work/venv/bin/python benchmarks/token_cleanup.py --sizes 2000000 --layout clustered      # ids in expiry order
+    /work/venv/bin/python benchmarks/token_cleanup.py --sizes 1000000 --expired 1 --layout tied  # one expiry for all
+
+Layouts that break value-bounded batches: `tied` (every expired row has one expiry, as after "log
+everyone out"), `tie-tail` (nine expired rows in ten share one expiry, the tenth are spread),
+`nulls` (a third of the unexpired rows have a NULL expiry, which is never deleted).
 """
 
 from __future__ import annotations
@@ -85,6 +90,7 @@ class Result:
     raw_wall: float
     raw_statement: float
     raw_rss_kib: int
+    most_rows: int = 0
 
     @property
     def ratio_process(self) -> float:
@@ -110,9 +116,10 @@ def main() -> None:
     parser.add_argument("--python-m", action="store_true", help="run `python -m cli` instead of the console script")
     parser.add_argument("--reps", type=int, default=3,
                         help="repetitions per case on fresh copies, raw and job alternating; medians are shown")
-    parser.add_argument("--layout", choices=("spread", "clustered"), default="spread",
+    parser.add_argument("--layout", choices=("spread", "clustered", "tied", "tie-tail", "nulls"), default="spread",
                         help="expired rows spread over the whole table (default), or the oldest ids, as when "
-                             "ids follow creation")
+                             "ids follow creation; tied: every expired row has one expiry; tie-tail: nine in ten "
+                             "do, the rest are spread; nulls: a third of the unexpired rows have no expiry")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     fractions = [float(f) for f in args.expired.split(",")]
@@ -165,6 +172,13 @@ class Case:
             self.expired_sql = f"(i * {HASH}) % 4294967296 < {int(fraction * 2**32)}"
             self.past_sql = "((i * 40503) % 2592000)"
             self.ahead_sql = "((i * 40503) % 3110400)"
+        self.nullable = layout == "nulls"
+        if layout == "tied":
+            self.past_sql = "0"
+        elif layout == "tie-tail":
+            self.past_sql = "(CASE WHEN i % 10 = 0 THEN (i * 40503) % 2592000 ELSE 0 END)"
+        elif layout == "nulls":
+            self.ahead_sql = "(CASE WHEN i % 3 = 0 THEN NULL ELSE (i * 40503) % 3110400 END)"
 
     def measure(self, args: argparse.Namespace, quiet: bool = False) -> Result:
         """Build once; then per repetition two fresh copies, raw and job in alternating order.
@@ -190,7 +204,8 @@ class Case:
                                  f"{left} rows left of {self.size}")
             reps.append(Result(self.backend, self.size, self.fraction, self.expected, job_wall,
                                report["duration_seconds"], job_rss, report["transactions"],
-                               report["longest_transaction_seconds"], raw_wall, raw_statement, raw_rss))
+                               report["longest_transaction_seconds"], raw_wall, raw_statement, raw_rss,
+                               report.get("largest_batch_items", 0)))
         self.drop()
         if not quiet:
             print(f"  ({self.backend} {self.size:,} rows, {self.fraction:.0%} expired, {args.layout}: data built in "
@@ -202,7 +217,8 @@ class Case:
 
         return Result(self.backend, self.size, self.fraction, self.expected, mid("job_wall"), mid("job_run"),
                       max(r.job_rss_kib for r in reps), round(mid("transactions")), max(r.longest for r in reps),
-                      mid("raw_wall"), mid("raw_statement"), max(r.raw_rss_kib for r in reps))
+                      mid("raw_wall"), mid("raw_statement"), max(r.raw_rss_kib for r in reps),
+                      max(r.most_rows for r in reps))
 
     def _raw(self, target: str, job_url: str) -> tuple[float, int, float]:
         wall, rss, raw = timed_child([sys.executable, str(self.work / self.raw_script), target],
@@ -240,9 +256,10 @@ class Case:
         raise NotImplementedError
 
 
-def _schema(url: str) -> None:
-    """The tool's tables and the default refresh_tokens table, its expires_at index left for after the load."""
-    from sqlalchemy import create_engine
+def _schema(url: str, nullable: bool = False) -> None:
+    """The tool's tables and the default refresh_tokens table, its expires_at index left for after the load
+    (nullable: expires_at may be NULL)."""
+    from sqlalchemy import MetaData, create_engine
 
     from jobs.app_tables import default_metadata
     from jobs.db import make_engine
@@ -251,7 +268,8 @@ def _schema(url: str) -> None:
     engine = make_engine(url) if url.startswith("sqlite") else create_engine(url.replace("postgresql://",
                                                                                         "postgresql+psycopg://"))
     upgrade(engine)
-    tokens = default_metadata().tables["refresh_tokens"]
+    tokens = default_metadata().tables["refresh_tokens"].to_metadata(MetaData())
+    tokens.c.expires_at.nullable = nullable
     with engine.begin() as conn:
         tokens.create(conn)
         for index in tokens.indexes:
@@ -274,7 +292,7 @@ class SqliteCase(Case):
     def build(self) -> int:
         for path in self.work.glob("*.db*"):
             path.unlink()
-        _schema(f"sqlite:///{self.template}")
+        _schema(f"sqlite:///{self.template}", self.nullable)
         now = datetime.now(timezone.utc).replace(tzinfo=None)
         conn = sqlite3.connect(self.template, isolation_level=None)
         conn.execute("BEGIN")
@@ -348,7 +366,7 @@ class PostgresCase(Case):
         self._admin(*(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)" for name in (PG_TEMPLATE, "cwbench_job",
                                                                                    "cwbench_raw")),
                     f"CREATE DATABASE {PG_TEMPLATE}")
-        _schema(self._url(PG_TEMPLATE))
+        _schema(self._url(PG_TEMPLATE), self.nullable)
         expired, past, ahead = (sql.replace("i ", "i::bigint ").replace("%", "%%")
                                 for sql in (self.expired_sql, self.past_sql, self.ahead_sql))
         with psycopg.connect(self._url(PG_TEMPLATE), autocommit=True) as conn:
@@ -399,17 +417,18 @@ def show(r: Result) -> None:
           f" (its process {r.raw_wall:6.2f} s)")
     print(f"  ratios: job process / raw statement {r.ratio_strict:5.2f}x, process / process {r.ratio_process:5.2f}x, "
           f"run / statement {r.ratio_work:5.2f}x")
-    print(f"  job: {r.transactions} transactions, longest {r.longest:.3f} s; peak RSS job {r.job_rss_kib / 1024:.0f} MiB"
+    print(f"  job: {r.transactions} transactions, longest {r.longest:.3f} s, at most {r.most_rows:,} rows; peak RSS job {r.job_rss_kib / 1024:.0f} MiB"
           f" (raw process {r.raw_rss_kib / 1024:.0f} MiB)")
 
 
 def summary(results: list[Result]) -> None:
     print(f"{'backend':10s} {'rows':>9s} {'expired':>7s} {'job s':>6s} {'run s':>6s} {'raw s':>6s} {'stmt s':>6s} "
-          f"{'job/stmt':>8s} {'proc/proc':>9s} {'run/stmt':>8s} {'txns':>5s} {'longest':>7s} {'RSS MiB':>7s}")
+          f"{'job/stmt':>8s} {'proc/proc':>9s} {'run/stmt':>8s} {'txns':>5s} {'longest':>7s} {'rows/txn':>8s} "
+          f"{'RSS MiB':>7s}")
     for r in results:
         print(f"{r.backend:10s} {r.size:9,d} {r.expired:7.0%} {r.job_wall:6.2f} {r.job_run:6.2f} {r.raw_wall:6.2f} "
               f"{r.raw_statement:6.2f} {r.ratio_strict:7.2f}x {r.ratio_process:8.2f}x {r.ratio_work:7.2f}x "
-              f"{r.transactions:5d} {r.longest:7.3f} {r.job_rss_kib / 1024:7.0f}")
+              f"{r.transactions:5d} {r.longest:7.3f} {r.most_rows:8,d} {r.job_rss_kib / 1024:7.0f}")
     print()
     longest = max(r.longest for r in results)
     print(f"aim: no transaction over {MAX_TRANSACTION} s: {'met' if longest <= MAX_TRANSACTION else 'MISSED'} "

@@ -1,14 +1,16 @@
 """The runs that crash.py kills and graceful_stop.py stops, and what must hold of their data afterwards.
 
-refresh-token-cleanup works through expired tokens made in groups of `batch_size` that share one
-expiry, among tokens it must keep (not expired, or expired within `retention_days`), inserted in a
-shuffled order. Deleting by expiry, each of its batches takes exactly one group whatever size its
-time-based sizing chose (it deletes through the boundary expiry), so a partial batch shows as a
-partial group. Sweeping in storage order (SQLite rowid, PostgreSQL ctid: when expired rows are
-many), a batch is a range of storage positions: what went must then be the first expired rows in
-that order. SQLite uses the sweep unless the file has more pages than expired rows, so the
-file lock's scenario pads the file to see the expiry order there too (the lease's, with more rows,
-sees the sweep); MariaDB always deletes by expiry.
+refresh-token-cleanup works through expired tokens among tokens it must keep (not expired, or
+expired within `retention_days`), inserted in a shuffled order. Rounds alternate two layouts: the
+expired tokens in groups of `batch_size` that share one expiry, or all of them tied on one expiry
+(as after "log everyone out"). Deleting by expiry, batches are keyset on (expires_at, id), so what
+went must be the first expired rows in that order, whatever sizes the batches took: a partial
+batch shows as a tie cut at a row, never as rows missing out of order. Sweeping in storage order
+(SQLite rowid, PostgreSQL ctid: when expired rows are many), a batch is a range of storage
+positions: what went must then be the first expired rows in that order. SQLite uses the sweep
+unless the file has more pages than expired rows, so the file lock's scenario pads the file to see
+the expiry order there too (the lease's, with more rows, sees the sweep); MariaDB always deletes by
+expiry.
 
 email-queue sends to reliability/smtp_sink.py on loopback, which logs every Message-ID it
 accepts; the Message-ID carries the row id, so the log tells losses and duplicates per row.
@@ -125,6 +127,7 @@ class Token:
     id: int
     group: int | None  # None: must be kept
     place: tuple  # storage order: (rowid,) on SQLite and MariaDB, (block, offset) on PostgreSQL
+    expires: object = None  # as the database returns it: the job's expiry order is (expires, id)
 
 
 def pad_sqlite(url: str, pages: int = 4096) -> None:
@@ -136,14 +139,15 @@ def pad_sqlite(url: str, pages: int = 4096) -> None:
     eng.dispose()
 
 
-def add_tokens(url: str, rng: random.Random, tag: str, groups: int = GROUPS) -> None:
-    """`groups` x BATCH expired tokens (one expiry per group) and KEPT tokens to keep, in a random order."""
+def add_tokens(url: str, rng: random.Random, tag: str, groups: int = GROUPS, tied: bool = False) -> None:
+    """`groups` x BATCH expired tokens (one expiry per group, or tied: one expiry for all) and KEPT tokens to
+    keep, in a random order."""
     from sqlalchemy import MetaData, Table, insert
 
     now = utcnow()
     rows = []
     for g in range(groups):
-        expires = now - timedelta(days=30) + timedelta(seconds=g)
+        expires = now - timedelta(days=30) + timedelta(seconds=0 if tied else g)
         rows += [{"user_id": 1, "token_hash": f"exp-{tag}-{g}-{i}", "expires_at": expires} for i in range(BATCH)]
     for i in range(KEPT):
         expires = now + timedelta(days=30, seconds=i) if i % 2 else now - timedelta(days=6, seconds=-i)
@@ -164,13 +168,13 @@ def tokens(url: str) -> dict[int, Token]:
     eng = checker_engine(url)
     place = "ctid::text" if dialect(url) == "postgresql" else "id"
     with eng.connect() as conn:
-        rows = conn.execute(text(f"SELECT id, token_hash, {place} FROM refresh_tokens")).all()
+        rows = conn.execute(text(f"SELECT id, token_hash, {place}, expires_at FROM refresh_tokens")).all()
     eng.dispose()
     out = {}
-    for rid, token_hash, where in rows:
+    for rid, token_hash, where, expires in rows:
         group = int(token_hash.split("-")[2]) if token_hash.startswith("exp-") else None
         spot = tuple(int(x) for x in where.strip("()").split(",")) if isinstance(where, str) else (where,)
-        out[rid] = Token(rid, group, spot)
+        out[rid] = Token(rid, group, spot, expires)
     return out
 
 
@@ -186,7 +190,8 @@ def delete_kept(url: str) -> None:
 
 def check_tokens(ledger: Ledger, before: dict[int, Token], after: dict[int, Token], what: str,
                  expiry_only: bool) -> str:
-    """No kept token gone; the expired ones gone are whole batches in the job's order. Returns the order seen."""
+    """No kept token gone; the expired ones gone are the first in the job's order, (expires_at, id) or storage.
+    Returns the order seen."""
     kept_gone = [t.id for t in before.values() if t.group is None and t.id not in after]
     ledger.check(not kept_gone, f"{what}: {len(kept_gone)} tokens that had not expired (or were within the "
                                 f"retention) are gone, e.g. {kept_gone[:5]}")
@@ -194,17 +199,14 @@ def check_tokens(ledger: Ledger, before: dict[int, Token], after: dict[int, Toke
     gone = {t.id for t in expired if t.id not in after}
     if not gone or len(gone) == len(expired):
         return "none or all"
-    groups_gone = {t.group for t in expired if t.id in gone}
-    whole = all((t.id in gone) == (t.group in groups_gone) for t in expired)
-    first = groups_gone == set(range(len(groups_gone)))
-    if whole and first:
+    in_expiry = sorted(expired, key=lambda t: (t.expires, t.id))
+    if {t.id for t in in_expiry[:len(gone)]} == gone:
         return "expiry"
     in_storage = sorted(expired, key=lambda t: t.place)
     if not expiry_only and {t.id for t in in_storage[:len(gone)]} == gone:
         return "storage"
-    ledger.check(False, f"{what}: the {len(gone)} expired tokens gone are not whole batches "
-                        f"(whole expiry groups {whole}, the first groups {first}"
-                        + ("" if expiry_only else ", nor a prefix in storage order") + ")")
+    ledger.check(False, f"{what}: the {len(gone)} expired tokens gone are not the first in (expires_at, id) order"
+                        + ("" if expiry_only else " nor in storage order"))
     return "broken"
 
 
