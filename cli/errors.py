@@ -44,9 +44,13 @@ def handled(fn: F) -> F:
         except Exception as exc:  # noqa: BLE001 - a bug must still end in one line and exit 1
             from jobs.errors import is_transient
 
+            problem = _setup_problem(ctx, exc)
             if is_transient(exc):
                 render.error(f"database unreachable: {one_line(exc)}")
                 code = exit_codes.EX_TEMPFAIL
+            elif problem is not None:
+                render.error(f"configuration: {problem}")
+                code = exit_codes.EX_CONFIG
             else:
                 log.debug("unexpected error", exc_info=True)
                 render.error(f"unexpected {one_line(exc)} (run with --verbose for details)")
@@ -58,3 +62,11 @@ def handled(fn: F) -> F:
         raise typer.Exit(code or 0)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _setup_problem(ctx, exc: Exception):  # noqa: ANN001, ANN202
+    """A setup mistake (missing database, unusable SQLite file) that reached us outside jobs.runner._db."""
+    from jobs.preflight import explain
+
+    app = getattr(ctx.find_root().obj, "_app", None)
+    return explain(exc, app.config.database_url) if app is not None else None

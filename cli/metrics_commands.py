@@ -25,7 +25,7 @@ def metrics(
     """Prometheus text format: last success, duration, failures, overdue, next due and history of every job."""
     from jobs.observe.metrics import exposition, write_file
 
-    app = ctx.find_root().obj.app()
+    app = ctx.find_root().obj.app(read_only=True)
     text = exposition(app)
     if output is None:
         render.line(text.rstrip("\n"))

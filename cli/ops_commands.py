@@ -42,7 +42,7 @@ def list_jobs(
     ctx: typer.Context,
     json: JsonFlag = False) -> int:
     """Jobs, their schedules and whether they are enabled (no database needed)."""
-    app = _state(ctx).app()
+    app = _state(ctx).app(read_only=True)
     rows = [
         {"job": name, "schedule": job.schedule.describe(), "enabled": job.enabled,
          "timeout": str(job.timeout) if job.timeout else None, "description": job.spec.description}
@@ -67,7 +67,7 @@ def _lock_bounds(config) -> dict:  # noqa: ANN001
 
 
 def _health(ctx: typer.Context):  # noqa: ANN202
-    app = _state(ctx).app()
+    app = _state(ctx).app(read_only=True)
     return app, _assess(app)
 
 
@@ -139,7 +139,7 @@ def history(
     from jobs import tracking
     from jobs.runner import _db
 
-    app = _state(ctx).app()
+    app = _state(ctx).app(read_only=True)
     if job is not None:
         _job_name(app, job, tasks=True)
     rows = _db(app, lambda: tracking.history(app.engine, job, limit), "reading the history")

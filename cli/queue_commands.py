@@ -30,17 +30,18 @@ def register(app: typer.Typer) -> None:
     app.add_typer(queue, name="queue")
 
 
-def _app(ctx: typer.Context) -> "App":
-    return ctx.find_root().obj.app()
+def _app(ctx: typer.Context, *, read_only: bool = False) -> "App":
+    return ctx.find_root().obj.app(read_only=read_only)
 
 
 def _db(app: "App", fn: Callable[[], T], what: str) -> T:
-    """Retried like every database call, creating the tool's tables first on a database that lacks them."""
+    """Retried like every database call; a command that writes to an SQLite database without the tool's
+    tables creates them first (elsewhere that is `db upgrade`'s work)."""
     from jobs import tracking
     from jobs.queue import models  # noqa: F401 - puts the queue table on the tool's metadata
     from jobs.runner import _db as retried
 
-    return retried(app, lambda: tracking._with_schema(app.engine, fn), what)
+    return retried(app, lambda: tracking._with_schema(app.engine, fn, create=not app.read_only), what)
 
 
 def _parse_args(pairs: list[str]) -> dict[str, str]:
@@ -151,7 +152,7 @@ def list_jobs(
 
     if status is not None and status not in STATUSES:
         raise UsageError(f"--status: must be one of {', '.join(STATUSES)}")
-    app = _app(ctx)
+    app = _app(ctx, read_only=True)
     rows = _db(app, lambda: store.listing(app.engine, status, limit), "reading the queue")
     if json:
         render.json_out({"jobs": [store.as_dict(r) for r in rows]})
@@ -172,7 +173,7 @@ def show(
     """One queued job, every field."""
     from jobs.queue import store
 
-    app = _app(ctx)
+    app = _app(ctx, read_only=True)
     row = _db(app, lambda: store.get(app.engine, job_id), "reading the queue")
     if row is None:
         raise UsageError(f"no queued job {job_id}")

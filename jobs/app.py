@@ -32,6 +32,7 @@ class App:
     config: "Config"
     progress: Callable[[str], Progress] = field(default=lambda _job: NoProgress())
     observers: list[Observer] = field(default_factory=list)
+    read_only: bool = False  # a command that only reads: it never creates the database or a table
     _engine: "Engine | None" = None
     _locks: "LockBackend | None" = None
 
@@ -40,7 +41,8 @@ class App:
         if self._engine is None:
             from .db import make_engine
 
-            self._engine = make_engine(self.config.database_url, bounds=self.config.locks.host_loss())
+            self._engine = make_engine(self.config.database_url, bounds=self.config.locks.host_loss(),
+                                       read_only=self.read_only)
         return self._engine
 
     @property

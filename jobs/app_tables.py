@@ -18,10 +18,36 @@ from sqlalchemy import (
     Text,
     column,
     table,
+    text,
 )
-from sqlalchemy.sql.expression import TableClause
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement, TableClause
 
 from .models import UTCDateTime
+
+
+class utc_now(FunctionElement):  # noqa: N801 - reads as the SQL function it renders
+    """The server's current time as naive UTC, the form UTCDateTime stores: a column's server default, so an
+    application's plain INSERT gets the same created_at as a row written through SQLAlchemy."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+
+@compiles(utc_now)
+def _utc_now_sqlite(element, compiler, **kw) -> str:  # noqa: ANN001, ANN003
+    return "(strftime('%Y-%m-%d %H:%M:%f', 'now'))"
+
+
+@compiles(utc_now, "postgresql")
+def _utc_now_postgresql(element, compiler, **kw) -> str:  # noqa: ANN001, ANN003
+    return "(now() AT TIME ZONE 'utc')"
+
+
+@compiles(utc_now, "mysql")
+@compiles(utc_now, "mariadb")
+def _utc_now_mysql(element, compiler, **kw) -> str:  # noqa: ANN001, ANN003
+    return "(UTC_TIMESTAMP(6))"
 
 
 def ref(name: str, *, times: tuple[str, ...] = (), others: tuple[str, ...] = ()) -> TableClause:
@@ -66,13 +92,13 @@ def default_metadata() -> MetaData:
         Column("to_address", String(255), nullable=False),
         Column("subject", String(998), nullable=False),
         Column("body", Text, nullable=False),
-        Column("status", String(16), nullable=False, default="pending"),
-        Column("attempts", Integer, nullable=False, default=0),
+        Column("status", String(16), nullable=False, default="pending", server_default="pending"),
+        Column("attempts", Integer, nullable=False, default=0, server_default=text("0")),
         Column("next_attempt_at", UTCDateTime),
         Column("last_error", Text),
         Column("claimed_by", String(255)),
         Column("claimed_at", UTCDateTime),
-        Column("created_at", UTCDateTime, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False, server_default=utc_now()),
         Column("sent_at", UTCDateTime),
         Index("ix_email_queue_status_next", "status", "next_attempt_at"),
         Index("ix_email_queue_status_id", "status", "id"),
@@ -89,11 +115,17 @@ def default_metadata() -> MetaData:
 
 
 def create_default_tables(engine) -> list[str]:  # noqa: ANN001
-    """Create the default application tables that do not exist yet; never alters existing ones."""
+    """Create the default application tables that do not exist yet, and add the columns an existing one
+    lacks (an email_queue of an older version without claimed_by, claimed_at); never drops or changes one."""
     from sqlalchemy import inspect
 
+    from .schema import add_missing_columns
+
     md = default_metadata()
+    changes = []
     with engine.begin() as conn:
         existing = set(inspect(conn).get_table_names())
         md.create_all(conn, checkfirst=True)
-    return [f"created table {name}" for name in md.tables if name not in existing]
+        for name, table in md.tables.items():
+            changes += add_missing_columns(conn, table) if name in existing else [f"created table {name}"]
+    return changes

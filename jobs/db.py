@@ -69,35 +69,52 @@ def dialect_of(url: str) -> str:
     return make_url(normalize(url)).get_backend_name().replace("mariadb", "mysql")
 
 
-def make_engine(url: str, *, pool_size: int = 2, bounds: "HostLossBounds | None" = None) -> "Engine":
+def make_engine(url: str, *, pool_size: int = 2, bounds: "HostLossBounds | None" = None,
+                read_only: bool = False) -> "Engine":
     """One engine per invocation: pre-ping, SQLite in WAL mode; on a server, every timeout and session
-    setting that bounds a silent or vanished peer derives from `bounds` ([locks] host_loss_bound)."""
+    setting that bounds a silent or vanished peer derives from `bounds` ([locks] host_loss_bound).
+
+    read_only: for commands that only read. On SQLite it never creates the database file (a missing
+    one is a ConfigError) and opens it read-only where this user cannot write it; a command that
+    writes creates a missing file and folder private to its user (jobs.sqlite_file).
+    """
     from sqlalchemy import create_engine, event
     from sqlalchemy.engine import make_url
 
     normalized = normalize(url)
     dialect = dialect_of(url)
     if dialect == "sqlite":
+        from . import sqlite_file
+        from .secrets import redact
+
         path = sqlite_path(url)
-        if path is not None and path.parent != Path(""):
-            path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(normalized, connect_args={"timeout": 30})
+        kwargs: dict[str, Any] = {"connect_args": {"timeout": 30}}
+        if path is not None and read_only:
+            import sqlite3
+
+            uri = sqlite_file.reader_uri(path, redact(url))
+            kwargs = {"creator": lambda: sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)}
+        elif path is not None:
+            sqlite_file.prepare(path)
+        engine = create_engine(normalized, **kwargs)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001 - DBAPI types
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            if not read_only:
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # noqa: ANN001
-            # Writers take the write lock up front (no lock upgrade deadlocks); reads run in autocommit.
+            # Writers take the write lock up front (no lock upgrade deadlocks); reads run in autocommit,
+            # and a command that only reads never takes the write lock.
             if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     from .host_loss import HostLossBounds

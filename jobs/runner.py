@@ -55,6 +55,7 @@ def _run_job(app: "App", name: str, trigger: Trigger, *, dry_run: bool, settings
         return RunReport(name, RunStatus.DISABLED, trigger)
     if dry_run:
         _validate(job, settings)
+        _check_needs(app, job, settings)
         return _dry_run(app, job, trigger, settings)
     row = _db(app, lambda: tracking.read_state(app.engine, name), "reading the tracking table")
     skipped = _skip(job, row, trigger)
@@ -73,6 +74,7 @@ def _run_job(app: "App", name: str, trigger: Trigger, *, dry_run: bool, settings
         skipped = _skip(job, row, trigger)
         if skipped is not None:
             return skipped
+        _check_needs(app, job, settings)
         return _execute(app, job, trigger, settings, stop, held)
 
 
@@ -80,6 +82,19 @@ def _validate(job: "JobConfig", settings: Any) -> None:
     """Checks that matter only when the job really runs (a one-shot job that is done needs no password)."""
     if job.spec.validate is not None:
         job.spec.validate(settings)
+
+
+def _check_needs(app: "App", job: "JobConfig", settings: Any) -> None:
+    """The tables and columns the job declares exist (one reflection per table per run), else ConfigError."""
+    if job.spec.needs is None:
+        return
+    needs = job.spec.needs(settings)
+    if not needs:
+        return
+    from .preflight import check_needs
+
+    hint = f"point [jobs.{job.name}] at your schema with its `table` and column settings"
+    _db(app, lambda: check_needs(app.engine, job.name, needs, hint), "checking the job's tables")
 
 
 def _skip(job: "JobConfig", row: Any, trigger: Trigger) -> RunReport | None:
@@ -223,6 +238,11 @@ def _db(app: "App", fn: Callable[[], T], what: str, policy: "RetryPolicy | None"
     except Exception as exc:
         if is_transient(exc):
             raise DatabaseUnavailable(f"database unreachable while {what}: {one_line(exc)}") from None
+        from .preflight import explain
+
+        problem = explain(exc, app.config.database_url)
+        if problem is not None:
+            raise problem from None
         raise
 
 

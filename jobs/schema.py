@@ -32,7 +32,7 @@ def _upgrade(engine: "Engine") -> list[str]:
                 table.create(conn, checkfirst=True)
                 changes.append(f"created table {table.name}")
             else:
-                changes.extend(_add_missing_columns(conn, table))
+                changes.extend(add_missing_columns(conn, table))
         current = conn.execute(select(schema_version.c.version).where(schema_version.c.id == 1)).scalar()
         if current is None:
             conn.execute(schema_version.insert().values(id=1, version=SCHEMA_VERSION))
@@ -42,7 +42,7 @@ def _upgrade(engine: "Engine") -> list[str]:
     return changes
 
 
-def _add_missing_columns(conn: "Connection", table) -> list[str]:  # noqa: ANN001
+def add_missing_columns(conn: "Connection", table) -> list[str]:  # noqa: ANN001
     present = {col["name"] for col in inspect(conn).get_columns(table.name)}
     added = []
     preparer = conn.dialect.identifier_preparer
@@ -50,12 +50,27 @@ def _add_missing_columns(conn: "Connection", table) -> list[str]:  # noqa: ANN00
         if column.name in present:
             continue
         ddl_type = column.type.compile(dialect=conn.dialect)
-        default = ""
-        if column.default is not None and getattr(column.default, "is_scalar", False):
-            value = column.default.arg
-            default = f" DEFAULT {int(value) if isinstance(value, bool) else value!r}"
+        default = _default_sql(conn, column)
         conn.exec_driver_sql(
             f"ALTER TABLE {preparer.quote(table.name)} ADD COLUMN {preparer.quote(column.name)} {ddl_type}{default}"
         )
         added.append(f"added column {table.name}.{column.name}")
     return added
+
+
+def _default_sql(conn: "Connection", column) -> str:  # noqa: ANN001
+    """The column's default for ALTER TABLE ... ADD COLUMN: its server default, else its scalar Python default.
+
+    SQLite cannot add a column whose default is an expression; there the column is added without one.
+    """
+    server = getattr(column.server_default, "arg", None)
+    if isinstance(server, str):
+        return " DEFAULT '" + server.replace("'", "''") + "'"
+    if server is not None:
+        if conn.dialect.name == "sqlite" and not str(server).strip().lstrip("-").isdigit():
+            return ""
+        return f" DEFAULT {server.compile(dialect=conn.dialect)}"
+    if column.default is not None and getattr(column.default, "is_scalar", False):
+        value = column.default.arg
+        return f" DEFAULT {int(value) if isinstance(value, bool) else value!r}"
+    return ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from .settings import NoSettings
 
@@ -30,6 +30,10 @@ class JobSpec:
     validate: optional `validate(settings)` raising ConfigError for a problem
       that only matters when this job runs (a missing password); it is called
       before the database is touched, so the run exits 78 and changes nothing.
+    needs: optional `needs(settings)` returning the application tables the job
+      uses and their columns, `{"users": ("id", "last_login_at")}` (a table may be
+      `schema.table`); the runner reflects them once per run, before recording
+      it, and refuses with one line (exit 78) when one is missing or lacks a column.
     """
 
     name: str
@@ -40,6 +44,7 @@ class JobSpec:
     default_timeout: timedelta | None = None
     lock_ttl: timedelta | None = None
     validate: Callable[[Any], None] | None = None
+    needs: Callable[[Any], Mapping[str, Iterable[str]]] | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name) or len(self.name) > 128:

@@ -24,13 +24,19 @@ log = logging.getLogger("cronwarden.tracking")
 NEVER = datetime.max.replace(tzinfo=None)
 
 
-def _with_schema(engine: "Engine", read: Callable[[], T]) -> T:
-    """Run a read, creating the tool's tables first if this database has never seen them."""
+def _with_schema(engine: "Engine", read: Callable[[], T], *, create: bool = False) -> T:
+    """Run a read of the tool's tables; when they are missing or older than this version, a command that
+    writes (create=True) to an SQLite database upgrades them first (the first tick on a fresh file just
+    works); anywhere else that is `db upgrade`'s work: ConfigError naming the database and the fix."""
+    from . import preflight
+
     try:
         return read()
     except (OperationalError, ProgrammingError) as exc:
-        if not _missing_table(exc):
+        if not (preflight.missing_table(exc) or preflight.missing_column(exc)):
             raise
+        if not create or engine.dialect.name != "sqlite":
+            raise preflight.tool_schema_problem(engine.url.render_as_string(hide_password=True), exc) from None
     from .schema import upgrade
 
     upgrade(engine)
@@ -38,18 +44,14 @@ def _with_schema(engine: "Engine", read: Callable[[], T]) -> T:
 
 
 def read_state(engine: "Engine", job: str) -> "RowMapping | None":
-    """The job's tracking row: the one indexed read a not-due tick costs."""
+    """The job's tracking row: the one indexed read a not-due tick costs (a job run may create the tables
+    of a fresh SQLite file)."""
 
     def read() -> "RowMapping | None":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             return conn.execute(select(executions).where(executions.c.job_name == job)).mappings().first()
 
-    return _with_schema(engine, read)
-
-
-def _missing_table(exc: Exception) -> bool:
-    text = str(getattr(exc, "orig", exc)).lower()
-    return any(m in text for m in ("no such table", "does not exist", "doesn't exist", "undefinedtable"))
+    return _with_schema(engine, read, create=True)
 
 
 def due_state(row: "RowMapping | None", job: "JobConfig") -> DueState | None:

@@ -99,6 +99,16 @@ class Workspace:
     def write_config(self, text: str) -> None:
         self.config_file.write_text(text, encoding="utf-8")
 
+    def upgrade(self) -> "Workspace":
+        """The tool's tables, as `db upgrade` creates them at deploy time (a job run creates none on a server)."""
+        from jobs.db import make_engine
+        from jobs.schema import upgrade
+
+        eng = make_engine(self.db_url)
+        upgrade(eng)
+        eng.dispose()
+        return self
+
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CRONWARDEN_")}
         env.update(
@@ -148,6 +158,26 @@ def sqlite_workspace(tmp_path: Path, sqlite_url: str) -> Workspace:
     ws = Workspace(tmp_path, sqlite_url)
     ws.write_config("")
     return ws
+
+
+def refusing_table(db_url: str, name: str = "nope") -> None:
+    """A token table with an expired row that cannot be deleted: refresh-token-cleanup pointed at it passes its
+    checks and fails while it runs (an SQLite trigger, a foreign key elsewhere; each error names the table)."""
+    from jobs.db import make_engine
+
+    eng = make_engine(db_url)
+    stamp = "DATETIME" if eng.dialect.name in ("mysql", "mariadb") else "TIMESTAMP"
+    with eng.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, expires_at {stamp})")
+        conn.exec_driver_sql(f"INSERT INTO {name} (id, expires_at) VALUES (1, '2000-01-01 00:00:00')")
+        if eng.dialect.name == "sqlite":
+            conn.exec_driver_sql(f"CREATE TRIGGER {name}_refuses BEFORE DELETE ON {name} "
+                                 f"BEGIN SELECT RAISE(ABORT, '{name} refuses deletes'); END")
+        else:
+            conn.exec_driver_sql(f"CREATE TABLE {name}_child (id INTEGER PRIMARY KEY, parent INTEGER, "
+                                 f"FOREIGN KEY (parent) REFERENCES {name} (id))")
+            conn.exec_driver_sql(f"INSERT INTO {name}_child (id, parent) VALUES (1, 1)")
+    eng.dispose()
 
 
 @dataclass

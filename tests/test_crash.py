@@ -38,7 +38,7 @@ def _running(engine) -> bool:  # noqa: ANN001
 def test_sigkilled_holder_frees_the_job_within_the_backend_bound(request, tmp_path, pair):
     database, backend = pair
     url = url_for(request, database)
-    ws = Workspace(tmp_path, url, plugins=True)
+    ws = Workspace(tmp_path, url, plugins=True).upgrade()
     ws.write_config(config_text(backend, f"{LEASE_TTL:g}s"))
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     holder = ws.popen("test-sleeper", "--batches", "200", "--batch-seconds", "0.1", "--force")

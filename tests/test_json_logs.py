@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 from cli.logs import JsonFormatter
 from jobs.observe.pings import PingObserver
 from jobs.secrets import Secret, remember
-from tests.conftest import Workspace
+from tests.conftest import Workspace, refusing_table
 from tests.test_pings import dead_url
 
 JOB = "refresh-token-cleanup"
@@ -38,6 +38,7 @@ def test_json_log_lines_carry_job_run_id_level_time_and_event(sqlite_workspace, 
 
 
 def test_failed_run_logs_an_error_line_with_the_error(sqlite_workspace, cli) -> None:
+    refusing_table(sqlite_workspace.db_url)
     sqlite_workspace.write_config(f'[jobs.{JOB}]\ntable = "nope"\n')
     result = cli(sqlite_workspace, "--log-format", "json", JOB, "--force")
     assert result.exit_code == 1
@@ -67,7 +68,8 @@ def test_json_formatter_masks_registered_secrets_and_url_passwords() -> None:
 def test_json_logs_of_a_failing_observed_run_show_no_secret(pg_url, tmp_path, cli, monkeypatch) -> None:
     monkeypatch.setattr(PingObserver, "backoff", 0.01)
     url = make_url(pg_url).set(password="db-pw-marker-3141").render_as_string(hide_password=False)
-    ws = Workspace(tmp_path, url)
+    ws = Workspace(tmp_path, url).upgrade()
+    refusing_table(url)
     ping = f"{dead_url()}/ping/ping-key-marker-2718"
     ws.write_config(f'[jobs.{JOB}]\ntable = "nope"\nping_url = "{ping}"\n')
     gateway = f"http://pusher:push-pw-marker-1618@{dead_url().removeprefix('http://')}"

@@ -14,6 +14,7 @@ from sqlalchemy import insert
 
 from jobs.app_tables import ref
 from jobs.observe import metrics
+from tests.conftest import refusing_table
 from tests.test_pings import dead_url, http_recorder
 
 T0 = datetime(2026, 3, 2, 3, 0, tzinfo=timezone.utc)
@@ -76,6 +77,7 @@ def test_metrics_report_a_succeeded_then_a_failed_run(workspace, engine, cli) ->
     assert value(ok, "cronwarden_job_history_items") == 3
     assert ok["cronwarden_history_retention_seconds"][()] == 90 * 86400
 
+    refusing_table(workspace.db_url)
     workspace.write_config(f'[jobs.{JOB}]\ntable = "nope"\n')
     t1 = T0 + timedelta(hours=1)
     with time_machine.travel(t1, tick=False):
@@ -190,6 +192,7 @@ def test_pushgateway_url_with_grouping_key_and_credentials(sqlite_workspace, cli
 def test_push_to_a_dead_port_keeps_the_exit_code(sqlite_workspace, cli) -> None:
     gateway = f"http://pusher:pw-marker-78@{dead_url().removeprefix('http://')}"
     ok = cli(sqlite_workspace, "--pushgateway", gateway, JOB, "--force")
+    refusing_table(sqlite_workspace.db_url)
     sqlite_workspace.write_config(f'[jobs.{JOB}]\ntable = "nope"\n')
     failed = cli(sqlite_workspace, "--pushgateway", gateway, JOB, "--force")
     assert (ok.exit_code, failed.exit_code) == (0, 1)

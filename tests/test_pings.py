@@ -13,6 +13,7 @@ from typing import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 from jobs.observe.pings import PingObserver, ping_url
+from tests.conftest import refusing_table
 
 
 @dataclass
@@ -116,6 +117,7 @@ def test_successful_run_pings_start_then_success_with_one_rid(sqlite_workspace, 
 
 
 def test_failing_run_pings_start_then_fail_with_the_error(sqlite_workspace, cli) -> None:
+    refusing_table(sqlite_workspace.db_url)
     with http_recorder() as server:
         sqlite_workspace.write_config(_config(f"{server.url}/ping/abc", table="nope"))
         result = cli(sqlite_workspace, "refresh-token-cleanup", "--force")

@@ -60,12 +60,14 @@ def test_a_lost_lease_rolls_back_the_batch_and_fails_the_run(request, tmp_path, 
     """
     from jobs.db import make_engine
     from jobs.locks.lease import LeaseLockBackend
+    from jobs.schema import upgrade
     from tests.conftest import Workspace
 
     plugin_workspace = Workspace(tmp_path, request.getfixturevalue(server), plugins=True)
 
     plugin_workspace.write_config('[locks]\nbackend = "lease"\nlease_ttl = "10s"\n')
     engine = make_engine(plugin_workspace.db_url)
+    upgrade(engine)
     breaker = LeaseLockBackend(engine)
 
     def break_it() -> None:
@@ -98,7 +100,7 @@ def test_a_terminated_database_connection_mid_batch_is_retried(tmp_path, pg_url)
     """A real fault: the server ends the batch's session (pg_terminate_backend); the batch is redone."""
     from tests.conftest import Workspace
 
-    ws = Workspace(tmp_path, pg_url, plugins=True)
+    ws = Workspace(tmp_path, pg_url, plugins=True).upgrade()
     ws.write_config('[retry]\ninitial_wait = "0.1s"\n')
     admin = create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
     proc = ws.popen("test-sleeper", "--batches", "4", "--batch-seconds", "1", "--json")

@@ -18,6 +18,7 @@ from jobs.observe.tracing import TracingObserver, configured
 from jobs.outcome import RunStatus, Trigger
 from jobs.registry import builtin_specs
 from jobs.runner import run_job
+from tests.conftest import refusing_table
 from tests.test_pings import http_recorder
 
 JOB = "refresh-token-cleanup"
@@ -82,6 +83,7 @@ def test_run_is_a_span_with_a_child_span_per_batch(sqlite_workspace) -> None:
 
 def test_failed_run_span_carries_the_error(sqlite_workspace) -> None:
     exporter = InMemorySpanExporter()
+    refusing_table(sqlite_workspace.db_url)
     app = _app(sqlite_workspace, TracingObserver({}, exporter=exporter), f'[jobs.{JOB}]\ntable = "nope"\n')
     report = run_job(app, JOB, Trigger.FORCED)
     app.close()

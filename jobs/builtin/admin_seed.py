@@ -126,4 +126,5 @@ JOB = JobSpec(
     schedule="once",
     description="Create the administrator account if no administrator exists (never changes an existing one).",
     validate=validate,
+    needs=lambda s: {s.table: (*_COLUMNS, "created_at")},
 )

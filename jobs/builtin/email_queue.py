@@ -153,9 +153,13 @@ class Claim:
     reclaimed: int = 0
 
 
+_TIMES = ("next_attempt_at", "claimed_at", "created_at", "sent_at")
+_OTHERS = ("id", "to_address", "subject", "body", "status", "attempts", "last_error", "claimed_by")
+QUEUE_COLUMNS = _OTHERS + _TIMES
+
+
 def queue_table(name: str) -> "TableClause":
-    return ref(name, times=("next_attempt_at", "claimed_at", "created_at", "sent_at"),
-               others=("id", "to_address", "subject", "body", "status", "attempts", "last_error", "claimed_by"))
+    return ref(name, times=_TIMES, others=_OTHERS)
 
 
 def _claimable(q: "TableClause", now: datetime, stale_before: datetime):  # noqa: ANN202 - a SQL expression
@@ -512,4 +516,5 @@ JOB = JobSpec(
     schedule="10s",
     description="Send up to batch_size queued emails; retry transient failures later, at least once.",
     validate=validate,
+    needs=lambda s: {s.table: QUEUE_COLUMNS},
 )

@@ -91,4 +91,5 @@ JOB = JobSpec(
     settings=Settings,
     schedule="7d",
     description="Set users' last login IP to NULL when their last login is older than retention_days.",
+    needs=lambda s: {s.table: (s.key_column, s.login_column, s.ip_column)},
 )

@@ -181,4 +181,5 @@ JOB = JobSpec(
     settings=Settings,
     schedule="24h",
     description="Delete log rows and log files (log_directory, log_file_pattern) older than retention_days.",
+    needs=lambda s: {s.table: (s.created_column,)} if s.table else {},
 )

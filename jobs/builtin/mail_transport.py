@@ -312,6 +312,8 @@ class SmtpTransport:
 class FileTransport:
     """One `<row id>.eml` per message in `directory`, written to a temporary file and renamed.
 
+    The folder is created 0700 and each file 0600 (mkstemp's mode): messages carry users' data.
+
     A resend (after a crash or a reclaim) replaces the same file, so the outbox never holds
     two copies of a message.
     """
@@ -331,7 +333,9 @@ class FileTransport:
         temp = None
         try:
             if not self._ready:
-                self._directory.mkdir(parents=True, exist_ok=True)
+                from ..files import private_directory
+
+                private_directory(self._directory)
                 self._ready = True
             fd, temp = tempfile.mkstemp(dir=self._directory, prefix=f".{message.name}.", suffix=".tmp")
             with os.fdopen(fd, "wb") as handle:

@@ -247,4 +247,5 @@ JOB = JobSpec(
     settings=Settings,
     schedule="24h",
     description="Delete refresh tokens expired longer than retention_days ago.",
+    needs=lambda s: {s.table: (s.expires_column,)},
 )

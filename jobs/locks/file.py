@@ -25,6 +25,8 @@ class _FileHeld:
 
 
 class FileLockBackend:
+    """Lock files are created 0600 in a 0700 folder (jobs.files): only the cron user can take them."""
+
     name = "file"
     crash_bound = "0 s: the kernel releases flock the moment the holder dies"
 
@@ -34,12 +36,16 @@ class FileLockBackend:
     def try_acquire(self, job: str, ttl: timedelta) -> _FileHeld | None:
         from filelock import FileLock, Timeout
 
+        from ..files import private_directory, private_file
+
+        path = self.directory / f"{job}.lock"
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            private_directory(self.directory)
+            private_file(path)
         except OSError as exc:
-            raise ConfigError(f"[locks] directory: cannot create {self.directory}: {exc.strerror}") from None
+            raise ConfigError(f"[locks] directory: cannot create {exc.filename or path}: {exc.strerror}") from None
         lock = FileLock(
-            str(self.directory / f"{job}.lock"),
+            str(path),
             timeout=0,
             thread_local=False,
             is_singleton=False,
