@@ -116,7 +116,7 @@ def test_a_file_that_is_not_a_database_is_named(shared):
 def root_owned_database(shared) -> Path:
     """A database with a finished run, in a folder and file the unprivileged user may read but not write."""
     ws = Workspace(shared, f"sqlite:///{shared}/cronwarden.db")
-    ws.write_config('[jobs.log-cleanup]\ntable = ""\n')
+    ws.write_config('[jobs.log-cleanup]\ntable = ""\nhistory = "all"\n')
     if os.geteuid() != 0:
         pytest.skip("needs a second user: run as root (the tests drop to nobody)")
     done = ws.run("log-cleanup")
