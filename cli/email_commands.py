@@ -50,7 +50,7 @@ def list_emails(
 
     if status is not None and status not in email_status.STATUSES:
         raise UsageError(f"--status: must be one of {', '.join(email_status.STATUSES)}")
-    app = ctx.find_root().obj.app()
+    app = ctx.find_root().obj.app(read_only=True)
     table = _table(app)
     rows = _db(app, lambda: email_status.listing(app.engine, table, status, limit), "reading the email queue")
     if json:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timezone
 
 import pytest
 from sqlalchemy import inspect, text
@@ -40,7 +41,7 @@ def one_line(result) -> str:  # noqa: ANN001
     return lines[0]
 
 
-@pytest.mark.parametrize("command", READ_ONLY, ids=" ".join)
+@pytest.mark.parametrize("command", [*READ_ONLY, ("emails", "list")], ids=" ".join)
 def test_a_read_only_command_in_an_empty_directory_creates_nothing_and_says_what_to_do(tmp_path, cli, command):
     ws = bare(tmp_path)
     result = cli(ws, *command)
@@ -172,3 +173,25 @@ def test_a_plugin_job_declares_the_tables_it_needs(plugin_workspace, cli):
     result = cli(plugin_workspace, "test-needs")
     assert result.exit_code == 78
     assert "test-needs: table sessions does not exist" in one_line(result)
+
+
+def test_a_job_reflects_its_tables_once_per_run_never_per_batch(workspace, cli, engine, monkeypatch):
+    from sqlalchemy.engine.reflection import Inspector
+
+    from jobs.app_tables import default_metadata
+
+    users = default_metadata().tables["users"]
+    with engine.begin() as conn:
+        conn.execute(users.insert(), [{"username": f"u{i}", "email": "x@example.com", "password_hash": "h",
+                                       "last_login_ip": "203.0.113.9", "last_login_at": datetime(2000, 1, 1,
+                                                                                                tzinfo=timezone.utc),
+                                       "created_at": datetime(2000, 1, 1, tzinfo=timezone.utc)} for i in range(30)])
+    reflected = []
+    real = Inspector.get_columns
+    monkeypatch.setattr(Inspector, "get_columns", lambda self, table, *a, **kw: reflected.append(table)
+                        or real(self, table, *a, **kw))
+    result = cli(workspace, "ip-anonymization", "--batch-size", "4", "--force", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["counts"]["anonymized"] == 30 and report["transactions"] >= 8
+    assert reflected == ["users"]
