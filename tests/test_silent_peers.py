@@ -5,8 +5,13 @@ a dead-man monitor or an OTLP collector gives a warning and leaves the run's out
 from __future__ import annotations
 
 import json
+import select
+import socket
 import subprocess
+import threading
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 
@@ -107,3 +112,73 @@ def test_a_silent_otlp_collector_is_a_warning_and_the_run_succeeds(sqlite_worksp
     assert silent_server.accepted, "the exporter never reached the silent collector"
     assert elapsed <= FLUSH_TIMEOUT + SLACK, elapsed
 
+
+
+@contextmanager
+def freezable_proxy(target: tuple[str, int]) -> Iterator[tuple[int, threading.Event]]:
+    """A loopback TCP relay to `target` that, once the event is set, stops relaying in both
+    directions while keeping every connection open: a server that falls silent mid-session."""
+    frozen = threading.Event()
+    closing = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    sockets: list[socket.socket] = [listener]
+
+    def pump(src: socket.socket, dst: socket.socket) -> None:
+        while not closing.is_set():
+            readable = select.select([src], [], [], 0.05)[0]
+            if frozen.is_set():  # what arrives stays unread, acknowledged by the kernel: silence
+                time.sleep(0.05)
+                continue
+            if not readable:
+                continue
+            data = src.recv(65536)
+            if not data:
+                return
+            dst.sendall(data)
+
+    def accept() -> None:
+        while not closing.is_set():
+            try:
+                client, _ = listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            server = socket.create_connection(target)
+            sockets.extend([client, server])
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=pump, args=(a, b), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield listener.getsockname()[1], frozen
+    finally:
+        closing.set()
+        time.sleep(0.2)
+        for sock in sockets:
+            sock.close()
+
+
+def test_a_mariadb_server_that_falls_silent_mid_session_is_noticed_within_the_read_timeout(mysql_url):
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from jobs.db import make_engine
+    from jobs.errors import is_transient
+
+    url = make_url(mysql_url)
+    bounds = HostLossBounds(8)
+    with freezable_proxy((url.host, url.port or 3306)) as (port, frozen):
+        engine = make_engine(url.set(host="127.0.0.1", port=port).render_as_string(hide_password=False),
+                             bounds=bounds)
+        try:
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT 1")).scalar() == 1
+                frozen.set()
+                started = time.monotonic()
+                with pytest.raises(Exception) as caught:
+                    conn.execute(text("SELECT 2"))
+                elapsed = time.monotonic() - started
+        finally:
+            engine.dispose()
+    assert is_transient(caught.value), caught.value
+    assert bounds.mysql_client()["read_timeout"] - 0.5 <= elapsed <= bounds.mysql_client()["read_timeout"] + 1, elapsed
