@@ -8,7 +8,7 @@ from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, TypeVar
 
-from .errors import TimedOut
+from .errors import LeaseLost, TimedOut
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -142,6 +142,12 @@ class JobContext:
                         tx.rollback()
                     else:
                         tx.commit()
+                except LeaseLost:
+                    # The lock is gone, most often with the host's network: a ROLLBACK would wait for a
+                    # server that cannot answer (and its error would hide this one). Closing the
+                    # connection rolls the batch back all the same.
+                    conn.invalidate()
+                    raise
                 except BaseException:
                     tx.rollback()
                     raise
