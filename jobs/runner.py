@@ -156,6 +156,7 @@ def _execute(app: "App", job: "JobConfig", trigger: Trigger, settings: Any, stop
         logger.debug("traceback of the failure", exc_info=True)
     finally:
         ctx.close()
+    lost = lost or _known_lost(held)
     report.finished_at = clock.utcnow()
     report.counts = dict(ctx.counts)
     report.details = list(ctx.details)
@@ -185,6 +186,16 @@ def _prune_history(app: "App", logger: logging.LoggerAdapter, job: "JobConfig", 
         tracking.prune_history(app.engine, job.name, finished - app.config.history_retention)
     except Exception as exc:  # noqa: BLE001
         logger.warning("pruning the run history failed: %s", one_line(exc))
+
+
+def _known_lost(held) -> bool:  # noqa: ANN001
+    """Whether the lock is known lost without asking the database (a lease past its trust window, a lock
+    session whose connection is gone): the run may have ended on another error that the loss caused."""
+    try:
+        held.check()
+    except LeaseLost:
+        return True
+    return False
 
 
 def _notify(app: "App", logger: logging.LoggerAdapter, hook: str, *args: Any) -> None:
