@@ -56,3 +56,27 @@ def test_queue_prune_deletes_at_most_batch_size_rows_per_transaction(workspace, 
     assert result.stdout.strip() == "deleted 700 finished job(s)"
     assert watch.largest <= 50 and sum(watch.committed) == 700
     assert _count(engine, qm.queued_jobs) == 70
+
+
+@pytest.mark.slow
+def test_sigterm_stops_queue_prune_between_two_batches(workspace, engine):
+    import signal
+    import time
+
+    qm.create(engine)
+    common = dict(job_name="test-noop", args="{}", run_at=NOW, attempts=1, max_attempts=3, retry_delays="[]",
+                  created_at=NOW, status="succeeded", finished_at=NOW)
+    total = 200_000
+    with engine.begin() as conn:
+        fill(conn, qm.queued_jobs, total, **common)
+    proc = workspace.popen("queue", "prune", "--older-than", "1h", "--batch-size", "100")
+    deadline = time.monotonic() + 60
+    while _count(engine, qm.queued_jobs) == total:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    deleted = int(out.split()[1])
+    assert out.strip() == f"deleted {deleted} finished job(s) before the stop request"
+    assert 0 < deleted < total and _count(engine, qm.queued_jobs) == total - deleted
