@@ -157,10 +157,11 @@ def _postgres_order(conn: Connection, tokens: TableClause, expires: ColumnElemen
     while "Scan" not in node["Node Type"] and node.get("Plans"):
         node = node["Plans"][0]
     kind, rows = node["Node Type"], node.get("Plan Rows", 0)
-    correlation = conn.execute(text(
-        "SELECT correlation FROM pg_stats WHERE schemaname = coalesce(:s, current_schema()) AND tablename = :t "
-        "AND attname = :c"), {"s": tokens.schema, "t": tokens.name, "c": expires.name}).scalar()
-    in_order = correlation is not None and abs(correlation) >= 0.9
+    stats = conn.execute(text(
+        "SELECT correlation, n_distinct FROM pg_stats WHERE schemaname = coalesce(:s, current_schema()) "
+        "AND tablename = :t AND attname = :c"), {"s": tokens.schema, "t": tokens.name, "c": expires.name}).first()
+    # One expiry for every row (everyone logged out at once) correlates trivially: no order to follow there.
+    in_order = stats is not None and stats[0] is not None and abs(stats[0]) >= 0.9 and stats[1] != 1
     if in_order or kind in ("Index Scan", "Index Only Scan") or (kind == "Bitmap Heap Scan" and rows * 2 < blocks):
         return _Where("expiry")
     per_block = per_block if per_block and per_block > 0 else POSTGRES_ROWS_PER_BLOCK

@@ -26,8 +26,9 @@ JOBS = {"refresh-token-cleanup": ("refresh_tokens", "deleted"), "log-cleanup": (
 
 
 def _fill(engine, job: str, n: int, value: datetime) -> None:  # noqa: ANN001
-    """n rows with one value, built by the database; PostgreSQL's statistics then know the tie (so
-    refresh-token-cleanup takes the expiry order), log-cleanup's table stays never analyzed."""
+    """n rows with one value, built by the database. PostgreSQL: refresh_tokens is analyzed (its statistics
+    know the tie, so the job sweeps blocks), logs never is (walked in (created_at, id) order, the tie along
+    the key's index even though the planner has no statistics)."""
     table = APP.tables[JOBS[job][0]]
     with engine.begin() as conn:
         if job == "refresh-token-cleanup":
