@@ -42,8 +42,7 @@ def sleeper(ctx: JobContext, s: SleeperSettings) -> None:
     """Enters, sleeps inside each batch's transaction, exits: all recorded in side_effects."""
     ctx.in_transaction(_record, ctx.job, "enter")
     for n in range(1, s.batches + 1):
-        ctx.in_transaction(_sleep_batch, ctx.job, n, s.batch_seconds, s.shared_row)
-        ctx.count("batches", 1)
+        ctx.in_transaction(_sleep_batch, ctx.job, n, s.batch_seconds, s.shared_row, tally=lambda _: {"batches": 1})
     ctx.in_transaction(_record, ctx.job, "exit")
 
 
