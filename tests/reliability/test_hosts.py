@@ -29,15 +29,16 @@ def _ledgers(folder) -> dict[tuple[str, str], dict]:  # noqa: ANN001
 
 def test_hosts_that_vanish_lose_the_job_to_another_host_within_the_bound(short_run_results):
     code = hosts.main(["--rounds", "2", "--max-seconds", "100", "--seed", "12", "--bound", str(BOUND),
-                       "--retry-time", "2", "--skew-backends", "postgres"])
+                       "--retry-time", "2", "--cuts", "1", "--skew-backends", "postgres"])
     ledgers = _ledgers(short_run_results)
     broken = {key: lg["messages"] for key, lg in ledgers.items() if lg["violations"]}
     assert code == 0 and not broken, broken
     for database, lock in hosts.COMBOS:
         assert ledgers[(f"3 hosts x {hosts.PER_HOST} invocations per window, lock {lock}", database)]["rounds"] == 2
         cut = ledgers[(f"holder cut off mid-batch, lock {lock}", database)]["figures"]
-        assert cut["taker done s after the cut"] <= BOUND + hosts.SLACK
-        assert cut["holder exit"] in (75, 1) and cut["holder exited s after the cut"] <= BOUND + hosts.SLACK
+        assert cut["taker done s after the cut (worst)"] <= BOUND + hosts.SLACK
+        assert cut["holder exit codes"] in ("75", "1")
+        assert cut["holder exited s after the cut (worst)"] <= BOUND + hosts.SLACK
     for database in ("postgres", "mariadb"):
         assert ledgers[("host with no route to the database", database)]["figures"]["attempts"] >= 2
     assert ledgers[("clock skew +-10 min, lock lease", "postgres")]["rounds"] == 2
