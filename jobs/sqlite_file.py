@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.request import pathname2url
 
 from .errors import ConfigError
 from .files import private_directory, private_file
@@ -43,7 +42,9 @@ def reader_uri(path: Path, safe_url: str) -> str:
         raise problem(path, exc) from None
     if not os.path.isfile(path):
         raise problem(path, FileNotFoundError())
-    uri = "file:" + pathname2url(str(path.resolve()))
+    from urllib.parse import quote
+
+    uri = "file:" + quote(str(path.resolve()))
     if _can_write(path):
         return uri + "?mode=rw"
     if not os.access(path, os.R_OK):
