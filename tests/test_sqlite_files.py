@@ -14,7 +14,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -126,9 +125,11 @@ def root_owned_database(shared) -> Path:
     return shared / "cronwarden.db"
 
 
-@pytest.mark.parametrize("command, shows", [(("status",), "succeeded"), (("check",), "OK: 5 jobs"),
-                                            (("history",), "log-cleanup"), (("metrics",), 'job_name="log-cleanup"'),
-                                            (("queue", "list"), "")], ids=lambda v: " ".join(v) if isinstance(v, tuple) else "")
+SHOWN = [(("status",), "succeeded"), (("check",), "OK: 5 jobs"), (("history",), "log-cleanup"),
+         (("metrics",), 'job_name="log-cleanup"'), (("queue", "list"), "")]
+
+
+@pytest.mark.parametrize("command, shows", SHOWN, ids=[" ".join(command) for command, _ in SHOWN])
 def test_read_only_commands_read_a_database_they_cannot_write(root_owned_database, command, shows):
     folder = root_owned_database.parent
     result = as_user(folder, f"sqlite:///{root_owned_database}", *command)
