@@ -14,6 +14,7 @@ from jobs.outcome import RunStatus, Trigger
 from jobs.registry import builtin_specs
 from jobs.runner import run_job
 from jobs.tracking import history
+from tests.conftest import refusing_table
 
 JOB = "refresh-token-cleanup"
 DAY0 = datetime(2026, 3, 2, tzinfo=timezone.utc)
@@ -86,8 +87,9 @@ def test_three_days_of_downtime_give_exactly_one_catch_up_run(make_app):
     assert tick(app, DAY0 + timedelta(days=4, hours=3, seconds=5)) is RunStatus.SUCCEEDED
 
 
-def test_failing_job_retries_after_60_300_900_seconds_then_waits_for_its_schedule(make_app):
-    app = make_app('[jobs.refresh-token-cleanup]\ninterval = "24h"\ntable = "no_such_table"\n')
+def test_failing_job_retries_after_60_300_900_seconds_then_waits_for_its_schedule(make_app, db_url):
+    refusing_table(db_url)
+    app = make_app('[jobs.refresh-token-cleanup]\ninterval = "24h"\ntable = "nope"\n')
     start = DAY0 + timedelta(hours=3)
     failed_at = []
     for step in range(0, 2 * 3600, 10):
@@ -99,7 +101,7 @@ def test_failing_job_retries_after_60_300_900_seconds_then_waits_for_its_schedul
     assert tick(app, start + timedelta(days=1, seconds=1100)) is RunStatus.NOT_DUE
     assert tick(app, start + timedelta(days=1, seconds=1260)) is RunStatus.FAILED
     last = runs(app)[-1]
-    assert last["status"] == "failed" and "no_such_table" in last["error"]
+    assert last["status"] == "failed" and "nope" in last["error"]
 
 
 def test_a_forced_run_does_not_move_the_nightly_schedule(make_app):
