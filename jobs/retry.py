@@ -24,8 +24,9 @@ def call(
     """Run fn; retry transient failures with jittered exponential backoff, bounded by attempts and time.
 
     The time budget counts from the first attempt: no retry starts, and no backoff sleeps, past
-    `max_time` after it, so the whole call ends within max_time plus one attempt's own timeouts
-    (connect, read: jobs/host_loss.py) however slowly each attempt fails.
+    `max_time` after it (the last backoff is cut short to start the last attempt at max_time, so an
+    outage shorter than max_time is still ridden out), and the whole call ends within max_time plus
+    one attempt's own timeouts (connect, read: jobs/host_loss.py) however slowly each attempt fails.
     The first attempt runs without tenacity, so the common path costs no import.
     before_attempt runs ahead of each retry (the runner uses it to stop on a signal).
     """
@@ -44,7 +45,7 @@ def call(
     )
 
     budget = policy.max_time.total_seconds()
-    if time.monotonic() - started > budget:
+    if time.monotonic() - started >= budget:
         raise first_error
     log.info("%s failed (%s); retrying", what, _brief(first_error))
 
@@ -57,16 +58,21 @@ def call(
         if exc is not None and is_transient(exc):
             log.info("%s failed again (attempt %d): %s", what, state.attempt_number + 1, _brief(exc))
 
-    def out_of_time(state) -> bool:  # noqa: ANN001
-        return time.monotonic() - started + state.upcoming_sleep > budget
+    backoff = wait_exponential_jitter(
+        multiplier=policy.initial_wait.total_seconds(),
+        max=policy.max_wait.total_seconds(),
+        jitter=policy.initial_wait.total_seconds(),
+    )
+
+    def wait(state) -> float:  # noqa: ANN001 - the last backoff is cut short so the last attempt starts at max_time
+        return max(0.0, min(backoff(state), budget - (time.monotonic() - started)))
+
+    def out_of_time(_state) -> bool:  # noqa: ANN001
+        return time.monotonic() - started >= budget
 
     retrying = Retrying(
         stop=stop_after_attempt(policy.attempts - 1) | out_of_time,
-        wait=wait_exponential_jitter(
-            multiplier=policy.initial_wait.total_seconds(),
-            max=policy.max_wait.total_seconds(),
-            jitter=policy.initial_wait.total_seconds(),
-        ),
+        wait=wait,
         retry=retry_if_exception(is_transient),
         reraise=True,
         sleep=sleep or time.sleep,
