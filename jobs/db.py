@@ -133,8 +133,8 @@ def make_engine(url: str, *, pool_size: int = 2, bounds: "HostLossBounds | None"
         pool_recycle=600,  # a pooled session the server ended meanwhile (wait_timeout) fails the pre-ping
         connect_args=connect_args,
     )
-    if dialect == "mysql":
-        session_sql = bounds.mysql_session_sql()
+    session_sql = bounds.mysql_session_sql(str(given.get("init_command") or "")) if dialect == "mysql" else None
+    if session_sql is not None:
 
         @event.listens_for(engine, "connect")
         def _mysql_session(dbapi_conn, _record):  # noqa: ANN001 - DBAPI types

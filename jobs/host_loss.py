@@ -110,8 +110,13 @@ class HostLossBounds:
         """PyMySQL connection arguments (read_timeout also bounds the handshake with a silent server)."""
         return {"connect_timeout": self.connect_timeout, "read_timeout": self.notice, "write_timeout": self.notice}
 
-    def mysql_session_sql(self) -> str:
-        return "SET SESSION " + ", ".join(f"{name} = {value}" for name, value in self.mysql_server().items())
+    def mysql_session_sql(self, init_command: str = "") -> str | None:
+        """The SET for each new session, leaving out what the URL's own init_command sets (it wins)."""
+        import re
+
+        mine = {k: v for k, v in self.mysql_server().items()
+                if not re.search(rf"(?<![a-z0-9_]){k}(?![a-z0-9_])", init_command.lower())}
+        return "SET SESSION " + ", ".join(f"{name} = {value}" for name, value in mine.items()) if mine else None
 
     def describe(self, dialect: str) -> dict[str, Any]:
         """What `cronwarden list --json` prints: the derived values for this database."""

@@ -197,3 +197,14 @@ def test_a_mariadb_row_lock_wait_ends_within_its_bound_as_a_retryable_error(mysq
         engine.dispose()
     assert is_transient(caught.value), caught.value
     assert SHORT.lock_wait_timeout - 0.5 <= waited < SHORT.mysql_client()["read_timeout"], waited
+
+
+def test_a_mariadb_url_init_command_keeps_its_own_values(mysql_url):
+    url = make_url(mysql_url).update_query_dict({"init_command": "SET SESSION innodb_lock_wait_timeout = 1"})
+    engine = _engine(url.render_as_string(hide_password=False), HostLossBounds(12))
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT @@session.innodb_lock_wait_timeout, @@session.wait_timeout")).one()
+    finally:
+        engine.dispose()
+    assert tuple(row) == (1, 6)
