@@ -198,3 +198,19 @@ def test_following_docs_deploy_verbatim_gives_the_cron_user_its_database(shared)
     database = folder / "cronwarden.db"
     assert folder.stat().st_uid == NOBODY and database.stat().st_uid == NOBODY and mode(database) == 0o600
     assert (folder / "locks" / "refresh-token-cleanup.lock").stat().st_uid == NOBODY
+
+
+def test_a_read_only_database_file_in_a_writable_folder_is_named(root_owned_database):
+    folder = root_owned_database.parent
+    owned_by_user(folder)
+    (folder / "locks").chmod(0o777)
+    lock = as_user(folder, f"sqlite:///{root_owned_database}", "log-cleanup", "--force")
+    assert lock.returncode == 78
+    assert f"[locks] directory: cannot open {folder}/locks/log-cleanup.lock: Permission denied" in lock.stderr
+    (folder / "locks" / "log-cleanup.lock").unlink()
+    (folder / "rows-off.toml").write_text('[jobs.log-cleanup]\ntable = ""\n')
+    job = as_user(folder, f"sqlite:///{root_owned_database}", "--config", "rows-off.toml", "log-cleanup", "--force")
+    assert job.returncode == 78
+    assert f"SQLite database {root_owned_database}: is read-only for {_who()}" in job.stderr
+    status = as_user(folder, f"sqlite:///{root_owned_database}", "status")
+    assert status.returncode == 0 and "succeeded" in status.stdout, status.stderr

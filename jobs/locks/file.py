@@ -56,4 +56,7 @@ class FileLockBackend:
             lock.acquire(timeout=0, blocking=False)
         except Timeout:
             return None
+        except OSError as exc:
+            raise ConfigError(f"[locks] directory: cannot open {path}: {exc.strerror} (the lock directory and its "
+                              f"files must belong to the user that runs the jobs)") from None
         return _FileHeld(lock)
