@@ -214,3 +214,26 @@ def test_a_read_only_database_file_in_a_writable_folder_is_named(root_owned_data
     assert f"SQLite database {root_owned_database}: is read-only for {_who()}" in job.stderr
     status = as_user(folder, f"sqlite:///{root_owned_database}", "status")
     assert status.returncode == 0 and "succeeded" in status.stdout, status.stderr
+
+
+def on_read_only_mount(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    """The CLI as root, with `folder` bind-mounted read-only in a mount namespace of its own (root obeys that)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("a read-only bind mount needs root and unshare (util-linux)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRONWARDEN_")}
+    env.update(PYTHONPATH=str(REPO), NO_COLOR="1", PYTHONDONTWRITEBYTECODE="1")
+    script = (f'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec {sys.executable} -m cli "$@"')
+    return subprocess.run(["unshare", "-m", "sh", "-c", script, str(folder), *args], cwd=folder, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_database_on_a_read_only_mount_is_read_by_read_only_commands_and_named_for_a_job(root_owned_database):
+    folder = root_owned_database.parent
+    url = f"sqlite:///{root_owned_database}"
+    status = on_read_only_mount(folder, "--database-url", url, "status")
+    assert status.returncode == 0 and "succeeded" in status.stdout, status.stderr
+    job = on_read_only_mount(folder, "--database-url", url, "refresh-token-cleanup")
+    assert job.returncode == 78
+    assert f"SQLite database {root_owned_database}: its folder {folder} is on a read-only file system" in job.stderr
+    fresh = on_read_only_mount(folder, "--database-url", f"sqlite:///{folder}/other.db", "db", "upgrade")
+    assert fresh.returncode == 78 and f"its folder {folder} is on a read-only file system" in fresh.stderr
