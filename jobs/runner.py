@@ -1,7 +1,7 @@
 """The pipeline of one invocation, and the only module that knows the order of the steps:
 
 config (already valid) → enabled → due (cheap, no lock) → signals → lock →
-reap abandoned runs → due again (authoritative) → record start → run in
+reap abandoned runs → due again (authoritative) → the job's tables (once) → record start → run in
 bounded transactions → record outcome → report.
 """
 
