@@ -182,3 +182,27 @@ def test_a_mariadb_server_that_falls_silent_mid_session_is_noticed_within_the_re
             engine.dispose()
     assert is_transient(caught.value), caught.value
     assert bounds.mysql_client()["read_timeout"] - 0.5 <= elapsed <= bounds.mysql_client()["read_timeout"] + 1, elapsed
+
+
+def test_a_silent_pushgateway_costs_one_timeout_per_invocation_not_one_per_run(sqlite_workspace, silent_server, caplog):
+    import tomllib
+
+    from jobs import config as config_mod
+    from jobs.app import App
+    from jobs.observe.metrics import MetricsPublisher
+    from jobs.registry import builtin_specs
+
+    config = config_mod.load(tomllib.loads(""), builtin_specs(), environ=sqlite_workspace.env(),
+                             database_url=sqlite_workspace.db_url)
+    app = App(config)
+    publisher = MetricsPublisher(app, pushgateway=f"http://{silent_server.address}", timeout=0.5)
+    try:
+        started = time.monotonic()
+        for run_id in (1, 2, 3):
+            publisher.publish("refresh-token-cleanup", run_id)
+        elapsed = time.monotonic() - started
+    finally:
+        app.close()
+    warnings = [r.getMessage() for r in caplog.records if "Pushgateway" in r.getMessage()]
+    assert len(warnings) == 1 and "not tried again" in warnings[0], warnings
+    assert elapsed < 0.5 + 0.5 * 2, elapsed

@@ -290,6 +290,7 @@ class MetricsPublisher:
         self.pushgateway = pushgateway
         self.timeout = timeout
         self._published = False
+        self._silent = False  # a Pushgateway that timed out once costs one timeout per invocation, not one per run
 
     def run_started(self, job: "JobConfig", run_id: int, trigger: "Trigger") -> None:
         """Nothing to publish before the outcome is recorded."""
@@ -318,8 +319,10 @@ class MetricsPublisher:
                 write_file(self.file, text)
             except OSError as exc:
                 log.warning("writing the metrics file %s failed: %s", self.file, one_line(exc))
-        if self.pushgateway is not None:
+        if self.pushgateway is not None and not self._silent:
             try:
                 push(self.pushgateway, text, self.timeout)
             except Exception as exc:  # noqa: BLE001 - an unreachable Pushgateway never fails the job
-                log.warning("pushing metrics to the Pushgateway failed: %s", one_line(exc))
+                self._silent = isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError)
+                log.warning("pushing metrics to the Pushgateway failed: %s%s", one_line(exc),
+                            " (it did not answer: not tried again in this invocation)" if self._silent else "")
