@@ -104,3 +104,20 @@ def test_db_upgrade_adds_first_seen_to_a_tracking_table_of_an_older_version(work
     assert "added column recurring_job_executions.first_seen_at" in result.stdout
     with engine.connect() as conn:
         assert "first_seen_at" in {c["name"] for c in inspect(conn).get_columns("recurring_job_executions")}
+
+
+def test_the_first_run_notes_the_job_and_a_later_one_keeps_the_first_sighting(workspace, cli):
+    workspace.write_config(ONLY_TOKENS)
+
+    def first_seen() -> str:
+        with at(T0 + timedelta(hours=1)):  # status notes a job it does not know: it would say 11:00
+            report = json.loads(cli(workspace, "status", "--json").stdout)
+        return {j["name"]: j for j in report["jobs"]}["refresh-token-cleanup"]["first_seen_at"]
+
+    with at(T0):
+        assert cli(workspace, "refresh-token-cleanup").exit_code == 0
+    assert first_seen().startswith("2026-05-04T10:00:00")
+    with at(T0 + timedelta(days=1)):
+        assert cli(workspace, "refresh-token-cleanup").exit_code == 0
+        assert cli(workspace, "db", "upgrade").exit_code == 0
+    assert first_seen().startswith("2026-05-04T10:00:00")
