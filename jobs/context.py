@@ -200,7 +200,11 @@ class JobContext:
 
 
 def _added(counts: dict[str, int], more: dict[str, int]) -> dict[str, int]:
-    return {**counts, **{name: counts.get(name, 0) + n for name, n in more.items()}}
+    """counts plus more, from a copy: a job may count on another thread meanwhile (email-queue claims ahead)."""
+    merged = dict(counts)
+    for name, n in more.items():
+        merged[name] = merged.get(name, 0) + n
+    return merged
 
 
 @contextmanager
