@@ -73,9 +73,10 @@ def test_a_million_tied_rows_go_in_short_transactions_of_at_most_batch_size_rows
     assert _rows(engine, job) == 0
 
 
-def test_sigterm_during_a_million_tied_tokens_is_honoured_within_one_batch(workspace, engine):
-    _fill(engine, "refresh-token-cleanup", MILLION, datetime.now(timezone.utc) - timedelta(days=400))
-    proc = workspace.popen("refresh-token-cleanup", "--force", "--json")
+@pytest.mark.parametrize("job", JOBS)
+def test_sigterm_during_a_million_tied_rows_is_honoured_within_one_batch(workspace, engine, job):
+    _fill(engine, job, MILLION, datetime.now(timezone.utc) - timedelta(days=400))
+    proc = workspace.popen(job, "--force", "--json")
     _wait_for_work(engine, proc)
     proc.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
@@ -84,9 +85,9 @@ def test_sigterm_during_a_million_tied_tokens_is_honoured_within_one_batch(works
     stopped = time.monotonic() - signalled
     assert proc.returncode == 143, err
     report = json.loads(out)
-    deleted = report["counts"]["deleted"]
+    deleted = report["counts"][JOBS[job][1]]
     assert report["status"] == "interrupted"
-    assert 0 < deleted < MILLION and _rows(engine, "refresh-token-cleanup") == MILLION - deleted
+    assert 0 < deleted < MILLION and _rows(engine, job) == MILLION - deleted
     assert deleted - committed_at_signal <= BATCH, "more than the batch in flight ran after the signal"
     assert stopped < 5 * LONGEST
 
