@@ -2,8 +2,10 @@
 
 `fill(conn, table, n, **values)` inserts n rows of constant values with one INSERT ... SELECT over a
 cross join of digits (the same statement on SQLite, PostgreSQL and MariaDB: a million rows take
-seconds, not a million round trips). `RowsPerTransaction` counts, from the driver's own row counts,
-the rows each committed transaction deleted or updated in one table.
+seconds, not a million round trips). `RowsPerTransaction` counts the rows each committed transaction
+deleted or updated in one table: the driver's row counts, or on PostgreSQL the server's own
+(pg_stat_xact_user_tables, since a DELETE inside WITH returns rows, not a count). `Vanish` is the
+application deleting rows from a second connection while a job runs.
 """
 
 from __future__ import annotations
