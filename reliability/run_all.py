@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("mutual_exclusion", "crash", "graceful_stop", "db_faults", "smtp_faults", "bad_input")
+SCRIPTS = ("mutual_exclusion", "crash", "graceful_stop", "db_faults", "smtp_faults", "bad_input", "hosts")
 MARKDOWN = HERE.parent / "RELIABILITY.md"
 BEGIN, END = "<!-- figures: begin -->", "<!-- figures: end -->"
 
