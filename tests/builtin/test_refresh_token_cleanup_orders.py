@@ -95,3 +95,17 @@ def test_postgres_follows_the_expiry_index_when_rows_are_stored_in_expiry_order(
     assert _order(engine) == "expiry"
     report = _run_and_check(cli, workspace, engine, keep, batch_size=900)
     assert report["counts"] == {"deleted": n // 2}
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_postgres_sweeps_blocks_when_every_token_shares_one_expiry(workspace, engine, cli):
+    """A single expiry value correlates trivially with storage order: that is no reason to follow the index."""
+    n = 20000
+    keep = _load(engine, n, lambda rank: True, in_order=False)
+    with engine.begin() as conn:
+        conn.execute(tokens.update().values(expires_at=CUTOFF - timedelta(days=1)))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE refresh_tokens"))
+    assert _order(engine) == "block"
+    report = _run_and_check(cli, workspace, engine, keep, batch_size=900)
+    assert report["counts"] == {"deleted": n} and report["largest_batch_items"] <= 900
