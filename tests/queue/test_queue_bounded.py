@@ -12,7 +12,7 @@ from jobs.app_tables import default_metadata
 from jobs.queue import enqueue
 from jobs.queue import models as qm
 from jobs.queue.worker import work
-from tests.layouts import RowsPerTransaction, fill
+from tests.layouts import RowsPerTransaction, Vanish, fill
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 APP = default_metadata()
@@ -39,6 +39,21 @@ def test_erase_user_deletes_the_tokens_at_most_batch_size_per_transaction(engine
     assert (report.succeeded, report.failed) == (1, 0)
     assert watch.largest <= 50 and sum(watch.committed) == owned
     assert _count(engine, tokens, tokens.c.user_id == 1) == 0 and _count(engine, tokens) == 300
+    assert _count(engine, users, users.c.email == "erased-1@invalid") == 1
+
+
+@pytest.mark.parametrize("at", [1, 2, 3])
+def test_erase_user_survives_tokens_the_application_deletes_meanwhile(db_url, engine, at):
+    qm.create(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(users).values(id=1, username="u1", email="u1@example.com", password_hash="x",
+                                          is_admin=False, created_at=NOW))
+        fill(conn, tokens, 500, user_id=1, token_hash="same", expires_at=NOW, created_at=NOW)
+        enqueue(conn, "erase-user", args={"user_id": 1, "batch_size": 50})
+    with Vanish(db_url, tokens, tokens.c.user_id == 1, at) as vanish:
+        report = work(engine)
+    assert (report.succeeded, report.failed) == (1, 0)
+    assert vanish.deleted > 0 and _count(engine, tokens) == 0
     assert _count(engine, users, users.c.email == "erased-1@invalid") == 1
 
 
