@@ -22,6 +22,7 @@ transaction open (and, here, one row every run updates, so a run that takes over
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 import tempfile
@@ -213,7 +214,7 @@ def cut_once(ledger: Ledger, server: PrivateServer, lock: str, url: str, net: Ne
         first.wait(1)
         holder.restore()
     exited = first.ended - cut_at if first.ended else float("inf")
-    judge(ledger, kind, lock, url, first, committed, cut_wall, taken, holder_exit, exited, bound)
+    judge(ledger, url, first, committed, cut_wall, taken, holder_exit, exited, bound)
 
 
 def take_over(ledger: Ledger, spaces: list[Workspace], takers: list[Host], holder: Invocation, cut_at: float,
@@ -248,7 +249,7 @@ def take_over(ledger: Ledger, spaces: list[Workspace], takers: list[Host], holde
     return done_at
 
 
-def judge(ledger: Ledger, kind: str, lock: str, url: str, holder: Invocation, committed: list[dict],
+def judge(ledger: Ledger, url: str, holder: Invocation, committed: list[dict],
           cut_wall: datetime, taken: float | None, holder_exit: int, exited: float, bound: float) -> None:
     runs = [r for r in history(url) if r["job_name"] == JOB]
     mine = [r for r in runs if r["pid"] == holder.pid]
@@ -399,8 +400,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _ci() -> bool:
-    import os
-
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
