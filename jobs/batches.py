@@ -13,7 +13,7 @@ No row is loaded into Python.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
@@ -44,11 +44,13 @@ class BatchSize:
 class After:
     """Where the next batch in (column, key) order starts: every row up to (value, key) is done.
 
-    key None: every row whose column equals `value` is done too.
+    key None: every row whose column equals `value` is done too. until: the largest key of the tie on
+    `value`, which bounds the walk through the rest of it.
     """
 
     value: Any
     key: Any = None
+    until: Any = None
 
 
 def oldest_first(conn: Connection, table: TableClause, column: ColumnElement, key: ColumnElement, below: Any,
@@ -57,17 +59,17 @@ def oldest_first(conn: Connection, table: TableClause, column: ColumnElement, ke
     """Delete (or count) the next `size` rows at most whose column is below `below`, in (column, key) order.
 
     Returns (rows, where the next batch starts, or None when no such row is left). Each statement is one
-    index range: the rest of a tie in key order, the values between two boundaries, the first keys of
-    the boundary's tie.
+    index range: the rest of a tie in key order (up to its largest key), the values between two
+    boundaries, then the boundary's value: whole when it fits, else its first keys.
     """
-    from sqlalchemy import select
+    from sqlalchemy import func, literal, select
 
     done = 0
     if after is not None and after.key is not None:
-        done, last = by_key(conn, table, key, size, after.key, where=[column == after.value, *where],
-                            dry_run=dry_run)
+        done, last = by_key(conn, table, key, size, after.key,
+                            where=[column == after.value, key <= after.until, *where], dry_run=dry_run)
         if last is not None:
-            return done, After(after.value, last)
+            return done, replace(after, key=last)
         after = After(after.value)
     rest = [*where] + ([column > after.value] if after is not None else [])
     boundary = conn.execute(select(column).where(column < below, *rest).order_by(column)
@@ -76,9 +78,14 @@ def oldest_first(conn: Connection, table: TableClause, column: ColumnElement, ke
         return done + _apply(conn, table, [column < below, *rest], dry_run), None
     # One upper bound only: given two, SQLite may bound its index scan by `below` and walk the rest again.
     done += _apply(conn, table, [*rest, column < boundary], dry_run)
-    n, last = by_key(conn, table, key, max(1, size - done), None, where=[column == boundary, *where],
-                     dry_run=dry_run)
-    return done + n, After(boundary, last)
+    need, tie = max(1, size - done), [column == boundary, *where]
+    # Most boundaries are not ties: a look at need + 1 rows of the value's index says whether it fits whole.
+    probe = select(literal(1)).select_from(table).where(*tie).limit(need + 1).subquery()
+    if conn.execute(select(func.count()).select_from(probe)).scalar() <= need:
+        return done + _apply(conn, table, tie, dry_run), After(boundary)
+    until = conn.execute(select(func.max(key)).where(*tie)).scalar()
+    n, last = by_key(conn, table, key, need, None, where=[*tie, key <= until], dry_run=dry_run)
+    return done + n, After(boundary, last, until)
 
 
 def by_key(conn: Connection, table: TableClause, key: ColumnElement, size: int, after: Any, *,

@@ -140,3 +140,44 @@ def test_every_transaction_changes_at_most_batch_size_rows_whatever_the_values(w
     assert report["largest_batch_items"] <= BATCH
     assert report["transactions"] >= -(-due // BATCH)
 
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_postgres_batches_read_rows_in_proportion_to_the_batch_not_the_table(workspace, engine, cli):
+    """Values scattered over the keys, none tied: each batch's boundary value is taken through the value's
+    index, never by walking the key's index from its start (which read the table once per batch)."""
+    from sqlalchemy import event, text
+    from sqlalchemy.engine import Engine
+
+    bulk = JOBS["log-cleanup"]
+    n = 20_000
+    rows = [{"level": "INFO", "message": "m",
+             "created_at": bulk.cutoff - DAY - timedelta(seconds=(i * 7919) % n)} for i in range(n)]
+    with engine.begin() as conn:
+        conn.execute(insert(APP.tables["logs"]), rows)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE logs"))
+    read: list[int] = []
+    started: dict[int, int] = {}
+
+    def rows_read(conn) -> int:  # noqa: ANN001 - the server's count, pending until flushed: take differences
+        cursor = conn.connection.dbapi_connection.cursor()
+        cursor.execute("SELECT coalesce(sum(seq_tup_read + idx_tup_fetch), 0) FROM pg_stat_xact_user_tables "
+                       "WHERE relname = 'logs'")
+        return int(cursor.fetchone()[0])
+
+    def begun(conn) -> None:  # noqa: ANN001
+        started[id(conn)] = rows_read(conn)
+
+    def committing(conn) -> None:  # noqa: ANN001
+        read.append(rows_read(conn) - started.pop(id(conn), 0))
+
+    event.listen(Engine, "begin", begun)
+    event.listen(Engine, "commit", committing)
+    try:
+        report, _ = _run_bulk(cli, workspace, bulk, APP.tables["logs"])
+    finally:
+        event.remove(Engine, "begin", begun)
+        event.remove(Engine, "commit", committing)
+    assert report["counts"]["rows_deleted"] == n
+    assert max(read) <= 10 * BATCH, f"a transaction read {max(read)} rows for a batch of {BATCH}"
