@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 log = logging.getLogger("cronwarden.job")
-_ONE_ATTEMPT = RetryPolicy(attempts=1)
 
 
 def job_logger(job: str, run_id: int | None) -> logging.LoggerAdapter:
@@ -169,9 +168,7 @@ def _execute(app: "App", job: "JobConfig", trigger: Trigger, settings: Any, stop
                                     report.counts, report.error,
                                     keep=tracking.kept(job, report.status, trigger, report.counts)),
         "recording the outcome",
-        # A run that lost its lock, most often because its host lost the database, tries once: retrying
-        # would only delay its exit, and the next holder records it as abandoned anyway.
-        policy=_ONE_ATTEMPT if lost else None,
+        policy=_lost_lock_policy(app) if lost else None,
     )
     if not lost:
         _prune_history(app, logger, job, report.finished_at)
@@ -186,6 +183,17 @@ def _prune_history(app: "App", logger: logging.LoggerAdapter, job: "JobConfig", 
         tracking.prune_history(app.engine, job.name, finished - app.config.history_retention)
     except Exception as exc:  # noqa: BLE001
         logger.warning("pruning the run history failed: %s", one_line(exc))
+
+
+def _lost_lock_policy(app: "App") -> RetryPolicy:
+    """Retries for recording the outcome of a run that lost its lock, most often with its host's network:
+    within host_loss_bound / 6 (10 s by default), time for a database that restarted to come back, short
+    enough that a host cut off from it still exits within host_loss_bound. The next holder records the
+    run abandoned otherwise."""
+    from dataclasses import replace
+
+    policy = app.config.retry
+    return replace(policy, max_time=min(policy.max_time, app.config.locks.host_loss_bound / 6))
 
 
 def _known_lost(held) -> bool:  # noqa: ANN001
