@@ -9,7 +9,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 JOB_AUTHOR_API = {"jobs.spec", "jobs.context", "jobs.errors", "jobs.app_tables", "jobs.settings", "jobs.secrets",
-                  "jobs.builtin", "jobs.schedule", "jobs.clock", "jobs.files"}
+                  "jobs.builtin", "jobs.schedule", "jobs.clock", "jobs.files", "jobs.batches"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from tests.conftest import refusing_table
+
 JOB = "refresh-token-cleanup"
 
 
@@ -23,6 +25,7 @@ def test_quiet_silences_a_successful_run(position, sqlite_workspace, cli) -> Non
 
 @pytest.mark.parametrize("position", [0, 1], ids=["before", "after"])
 def test_verbose_logs_the_traceback_of_a_failure(position, sqlite_workspace, cli) -> None:
+    refusing_table(sqlite_workspace.db_url)
     sqlite_workspace.write_config(f'[jobs.{JOB}]\ntable = "nope"\n')
     result = cli(sqlite_workspace, *_both(["--verbose"], [JOB, "--force"])[position])
     assert result.exit_code == 1

@@ -13,6 +13,7 @@ from jobs.config import load
 from jobs.outcome import Trigger
 from jobs.registry import builtin_specs
 from tests.app_data import add_tokens
+from tests.conftest import refusing_table
 
 JOB = "refresh-token-cleanup"
 T0 = datetime(2026, 5, 1, 3, 0, tzinfo=timezone.utc)
@@ -53,7 +54,8 @@ def test_history_all_keeps_every_run(workspace, cli) -> None:
 
 
 def test_a_failed_idle_run_is_always_kept(workspace, cli) -> None:
-    workspace.write_config(f'[jobs.{JOB}]\ntable = "no_such_table"\n')
+    refusing_table(workspace.db_url)
+    workspace.write_config(f'[jobs.{JOB}]\ntable = "nope"\n')
     assert cli(workspace, JOB).exit_code == 1
     assert [r["status"] for r in _runs(cli, workspace)] == ["failed"]
 

@@ -16,7 +16,7 @@ import termios
 import pytest
 from rich.cells import cell_len
 
-from tests.conftest import Workspace
+from tests.conftest import Workspace, refusing_table
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 JOBS = ("refresh-token-cleanup", "ip-anonymization", "email-queue", "log-cleanup", "admin-seed")
@@ -52,7 +52,8 @@ def at_terminal(ws: Workspace, columns: int, *args: str) -> list[str]:
 @pytest.fixture
 def busy(workspace: Workspace) -> Workspace:
     """Every job with a history: successes, and a failure with a long error."""
-    workspace.write_config('[jobs.log-cleanup]\ntable = "no_such_table_with_a_long_name_that_fails"\n'
+    refusing_table(workspace.db_url, "tokens_that_refuse_to_go_with_a_long_name")
+    workspace.write_config('[jobs.refresh-token-cleanup]\ntable = "tokens_that_refuse_to_go_with_a_long_name"\n'
                            '[jobs.admin-seed]\nenabled = false\n')
     for job in ("refresh-token-cleanup", "ip-anonymization", "email-queue", "log-cleanup"):
         workspace.run(job, "--force", env=workspace.env(CRONWARDEN_SMTP_PASSWORD=""))
@@ -65,8 +66,8 @@ def test_status_fits_the_terminal_with_whole_names_and_states(busy, columns) -> 
     assert max(cell_len(line) for line in lines) <= columns, "\n".join(lines)
     rows = {name: line for line in lines for name in JOBS if re.search(rf"[│┃]\s*{name}\s*[│┃]", line)}
     assert set(rows) == set(JOBS), "\n".join(lines)
-    assert re.search(r"[│┃]\s*failing\s*[│┃]", rows["log-cleanup"]), "\n".join(lines)
-    assert re.search(r"[│┃]\s*ok\s*[│┃]", rows["refresh-token-cleanup"]), "\n".join(lines)
+    assert re.search(r"[│┃]\s*failing\s*[│┃]", rows["refresh-token-cleanup"]), "\n".join(lines)
+    assert re.search(r"[│┃]\s*ok\s*[│┃]", rows["log-cleanup"]), "\n".join(lines)
     assert re.search(r"[│┃]\s*disabled\s*[│┃]", rows["admin-seed"]), "\n".join(lines)
 
 
@@ -74,8 +75,8 @@ def test_status_fits_the_terminal_with_whole_names_and_states(busy, columns) -> 
 def test_history_fits_the_terminal_with_whole_names_and_states(busy, columns) -> None:
     lines = at_terminal(busy, columns, "history")
     assert max(cell_len(line) for line in lines) <= columns, "\n".join(lines)
-    for job, status in [("refresh-token-cleanup", "succeeded"), ("email-queue", "succeeded"),
-                        ("log-cleanup", "failed")]:
+    for job, status in [("log-cleanup", "succeeded"), ("email-queue", "succeeded"),
+                        ("refresh-token-cleanup", "failed")]:
         assert any(re.search(rf"[│┃]\s*{job}\s*[│┃]\s*{status}\s*[│┃]", line) for line in lines), "\n".join(lines)
     header = [c.strip() for c in re.split(r"[│┃]", next(line for line in lines if "job" in line and "status" in line))]
     if columns >= 80:
