@@ -80,6 +80,28 @@ def is_transient(exc: BaseException) -> bool:
     return classify(exc) is Kind.TRANSIENT
 
 
+_MYSQL_LOCK_WAITS = {1205, 1213}
+_PG_LOCK_WAITS = {"40P01", "55P03", "40001"}
+
+
+def is_lock_wait(exc: BaseException) -> bool:
+    """The database answered that rows or the file stayed locked (a lock wait or deadlock it timed itself):
+    unlike a silent peer's, such a wait is worth one more attempt even when it used up [retry] max_time."""
+    try:
+        from sqlalchemy import exc as sa_exc
+    except ImportError:  # pragma: no cover - sqlalchemy is a dependency
+        return False
+    if not isinstance(exc, sa_exc.DBAPIError) or exc.connection_invalidated:
+        return False
+    args = getattr(exc.orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0] in _MYSQL_LOCK_WAITS
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if code:
+        return code in _PG_LOCK_WAITS
+    return any(marker in str(exc.orig).lower() for marker in _SQLITE_TRANSIENT)
+
+
 def _is_transient_db_error(exc: BaseException) -> bool:
     try:
         from sqlalchemy import exc as sa_exc

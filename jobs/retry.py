@@ -7,7 +7,7 @@ import time
 from typing import Callable, TypeVar
 
 from .config import RetryPolicy
-from .errors import is_transient
+from .errors import is_lock_wait, is_transient
 
 T = TypeVar("T")
 log = logging.getLogger("cronwarden.retry")
@@ -27,6 +27,8 @@ def call(
     `max_time` after it (the last backoff is cut short to start the last attempt at max_time, so an
     outage shorter than max_time is still ridden out), and the whole call ends within max_time plus
     one attempt's own timeouts (connect, read: jobs/host_loss.py) however slowly each attempt fails.
+    A first attempt that used up the budget waiting on a lock the database timed itself (SQLite's
+    busy_timeout, a lock wait timeout, a deadlock) still gets one more attempt: the server answered.
     The first attempt runs without tenacity, so the common path costs no import.
     before_attempt runs ahead of each retry (the runner uses it to stop on a signal).
     """
@@ -45,7 +47,7 @@ def call(
     )
 
     budget = policy.max_time.total_seconds()
-    if time.monotonic() - started >= budget:
+    if time.monotonic() - started >= budget and not is_lock_wait(first_error):
         raise first_error
     log.info("%s failed (%s); retrying", what, _brief(first_error))
 
