@@ -45,7 +45,7 @@ class RetryPolicy:
 class LockConfig:
     backend: str = "auto"
     directory: Path | None = None
-    lease_ttl: timedelta = timedelta(minutes=5)
+    lease_ttl: timedelta = timedelta(seconds=30)  # host_loss_bound / 2 unless set
     host_loss_bound: timedelta = timedelta(seconds=60)
 
     def host_loss(self) -> HostLossBounds:
@@ -203,10 +203,12 @@ def _locks(table: dict[str, Any], env: Mapping[str, str]) -> LockConfig:
     directory = env.get("CRONWARDEN_LOCK_DIR") or table.get("directory")
     if directory is not None and (not isinstance(directory, str) or not directory or "\x00" in directory):
         raise ConfigError(f"[locks] directory: expected a path, got {directory!r}")
-    ttl = _duration(table.get("lease_ttl", "5m"), "[locks] lease_ttl", minimum=timedelta(seconds=2))
     bound = _duration(table.get("host_loss_bound", "60s"), "[locks] host_loss_bound", minimum=HOST_LOSS_MIN)
     if bound > HOST_LOSS_MAX:
         raise ConfigError(f"[locks] host_loss_bound: must be at most 1h, got {table['host_loss_bound']!r}")
+    # By default a vanished lease holder costs what a vanished session lock costs: half the bound.
+    ttl = _duration(table["lease_ttl"], "[locks] lease_ttl", minimum=timedelta(seconds=2)) \
+        if "lease_ttl" in table else bound / 2
     return LockConfig(backend, Path(directory) if directory else None, ttl, bound)
 
 

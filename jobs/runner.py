@@ -109,9 +109,8 @@ def _skip(job: "JobConfig", row: Any, trigger: Trigger) -> RunReport | None:
 def _holding(app: "App", job: "JobConfig"):  # noqa: ANN202
     from . import locks
 
+    # The lease is renewed while the run lasts, so its TTL bounds a vanished holder, not the run.
     ttl = max(app.config.locks.lease_ttl, job.spec.lock_ttl or timedelta(0))
-    if job.timeout is not None:
-        ttl = max(ttl, job.timeout + timedelta(minutes=1))
     backend = _db(app, lambda: app.locks, "choosing the lock backend")
     return locks.holding(_RetryingBackend(app, backend), job.name, ttl)
 

@@ -62,6 +62,8 @@ class _Lease:
         # The server set lock_until = its now + TTL after `asked`: trusting from `asked` is never too long.
         self._trusted_until = asked + self._trust_seconds
         self._stop = threading.Event()
+        self._not_renewing = threading.Event()
+        self._not_renewing.set()
         self._thread = threading.Thread(target=self._renew_loop, name=f"lease-{job}", daemon=True)
         self._thread.start()
 
@@ -69,19 +71,29 @@ class _Lease:
         interval = self.ttl.total_seconds() / 2
         while not self._stop.wait(interval):
             asked = time.monotonic()
+            self._not_renewing.clear()
             try:
                 if not self._backend.renew(self.job, self.token, self.ttl):
                     self.lost = True
                     log.error("lease for %s was taken by another process", self.job)
                     return
                 self._trusted_until = asked + self._trust_seconds
-                interval = self.ttl.total_seconds() / 2
+                # Every TTL/2 from when the renewal was asked, not from when a slow one ended.
+                interval = max(0.0, asked + self.ttl.total_seconds() / 2 - time.monotonic())
             except Exception as exc:  # noqa: BLE001 - retried soon, while the lease can still be trusted
                 log.warning("lease renewal for %s failed: %s", self.job, type(exc).__name__)
                 interval = self.ttl.total_seconds() / 10
+            finally:
+                self._not_renewing.set()
 
     def check(self) -> None:
-        """Raise LeaseLost once the lease is known lost or its trust window has passed (no database call)."""
+        """Raise LeaseLost once the lease is known lost or its trust window has passed (no database call).
+
+        Called at each batch boundary. On SQLite a renewal in flight goes first: SQLite's busy handler is not
+        fair, so back-to-back batches would keep the renewal from the write lock until the lease lapsed
+        under a working run."""
+        if self._backend.dialect == "sqlite":
+            self._not_renewing.wait(timeout=self.ttl.total_seconds() / 10)
         if self.lost:
             raise LeaseLost(f"lost the lease on {self.job}: another process may have taken it")
         if time.monotonic() >= self._trusted_until:
@@ -112,7 +124,7 @@ class _Lease:
 
 class LeaseLockBackend:
     name = "lease"
-    crash_bound = "one lease TTL ([locks] lease_ttl, default 5 min) after the last renewal"
+    crash_bound = "one lease TTL ([locks] lease_ttl, default host_loss_bound / 2 = 30 s) after the last renewal"
 
     def __init__(self, engine) -> None:  # noqa: ANN001
         from ..db import dialect_of
