@@ -47,7 +47,9 @@ def _rows(engine, job: str) -> int:  # noqa: ANN001
 
 
 def _running_items(engine) -> int:  # noqa: ANN001
-    with engine.connect() as conn:
+    """Read in autocommit: on SQLite the tool's transactions take the write lock up front, and a poller
+    queueing for it behind a million rows of back-to-back batches would see the run only once it ended."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         return conn.execute(select(func.coalesce(func.max(runs.c["items"]), 0)).where(runs.c.status == "running")).scalar()
 
 
@@ -78,9 +80,10 @@ def test_sigterm_during_a_million_tied_rows_is_honoured_within_one_batch(workspa
     _fill(engine, job, MILLION, datetime.now(timezone.utc) - timedelta(days=400))
     proc = workspace.popen(job, "--force", "--json")
     _wait_for_work(engine, proc)
+    committed_before = _running_items(engine)
     proc.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
-    committed_at_signal = _running_items(engine)
+    committed_after = _running_items(engine)  # 0 when the run already recorded its end
     out, err = proc.communicate(timeout=60)
     stopped = time.monotonic() - signalled
     assert proc.returncode == 143, err
@@ -88,7 +91,10 @@ def test_sigterm_during_a_million_tied_rows_is_honoured_within_one_batch(workspa
     deleted = report["counts"][JOBS[job][1]]
     assert report["status"] == "interrupted"
     assert 0 < deleted < MILLION and _rows(engine, job) == MILLION - deleted
-    assert deleted - committed_at_signal <= BATCH, "more than the batch in flight ran after the signal"
+    if committed_after:
+        assert deleted - committed_after <= BATCH, "more than the batch in flight ran after the signal"
+    else:  # a batch may have committed between the read and the signal, then the one in flight
+        assert deleted - committed_before <= 2 * BATCH, "more than the batch in flight ran after the signal"
     assert stopped < 5 * LONGEST
 
 
