@@ -107,7 +107,9 @@ def status(
 def _next_due(job) -> str:  # noqa: ANN001
     if job.next_due_at is None:
         return "now"
-    return "never" if job.next_due_at.year == 9999 else render.when(job.next_due_at)
+    from jobs.clock import is_never
+
+    return "never" if is_never(job.next_due_at) else render.when(job.next_due_at)
 
 
 def show_status(app) -> None:  # noqa: ANN001

@@ -105,8 +105,9 @@ class JobContext:
     @property
     def dialect(self) -> str:
         """'sqlite', 'postgresql' or 'mysql' (MariaDB included)."""
-        name = self.engine.dialect.name
-        return "mysql" if name == "mariadb" else name
+        from .db import family
+
+        return family(self.engine.dialect.name)
 
     def checkpoint(self) -> None:
         """A batch boundary: stop here on SIGTERM/SIGINT, when the timeout has passed or the lock is known lost

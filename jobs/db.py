@@ -63,10 +63,15 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+def family(dialect_name: str) -> str:
+    """'sqlite', 'postgresql' or 'mysql': MariaDB speaks MySQL's SQL, and the tool treats them as one."""
+    return "mysql" if dialect_name == "mariadb" else dialect_name
+
+
 def dialect_of(url: str) -> str:
     from sqlalchemy.engine import make_url
 
-    return make_url(normalize(url)).get_backend_name().replace("mariadb", "mysql")
+    return family(make_url(normalize(url)).get_backend_name())
 
 
 def make_engine(url: str, *, pool_size: int = 2, bounds: "HostLossBounds | None" = None,

@@ -32,3 +32,24 @@ def private_file(path: Path) -> bool:
     except FileExistsError:
         return False
     return True
+
+
+def atomic_write(target: Path, data: bytes | str, *, mode: int = FILE_MODE) -> None:
+    """Replace target so that readers see the old file or the whole new one, never a half-written one.
+
+    The temporary file sits in the target's folder (os.replace is atomic only within one file system),
+    starts with a dot and ends in .tmp, so collectors that glob for *.prom or *.eml ignore it.
+    """
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

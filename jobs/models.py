@@ -28,7 +28,9 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def load_dialect_impl(self, dialect):  # noqa: ANN001
-        if dialect.name in ("mysql", "mariadb"):
+        from .db import family
+
+        if family(dialect.name) == "mysql":
             from sqlalchemy.dialects.mysql import DATETIME
 
             return dialect.type_descriptor(DATETIME(fsp=6))

@@ -8,7 +8,7 @@ Plugins are loaded only when an invocation needs them, so a built-in tick stays 
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable, Iterator
 
 from .errors import ConfigError
 from .spec import JobSpec
@@ -22,19 +22,25 @@ def builtin_specs() -> tuple[JobSpec, ...]:
     return BUILTIN_JOBS
 
 
-def plugin_specs() -> tuple[JobSpec, ...]:
+def load_entry_points(group: str, kind: str) -> Iterator[tuple[str, Any]]:
+    """Each entry point of the group as (where, the object it names); a plugin that fails to load is a
+    configuration problem of the operator's, named in one line (exit 78), not a crash."""
     from importlib.metadata import entry_points
 
-    found: list[JobSpec] = []
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    for ep in entry_points(group=group):
+        where = f"{kind} plugin {ep.name!r} ({ep.value})"
         try:
-            obj = ep.load()
+            yield where, ep.load()
         except Exception as exc:  # noqa: BLE001 - a broken plugin is a configuration problem
-            raise ConfigError(f"job plugin {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}")
-        items = obj if isinstance(obj, (list, tuple)) else [obj]
-        for item in items:
+            raise ConfigError(f"{where} failed to load: {type(exc).__name__}: {exc}") from None
+
+
+def plugin_specs() -> tuple[JobSpec, ...]:
+    found: list[JobSpec] = []
+    for where, obj in load_entry_points(ENTRY_POINT_GROUP, "job"):
+        for item in obj if isinstance(obj, (list, tuple)) else [obj]:
             if not isinstance(item, JobSpec):
-                raise ConfigError(f"job plugin {ep.name!r} ({ep.value}) is not a JobSpec")
+                raise ConfigError(f"{where} is not a JobSpec")
             found.append(item)
     return tuple(found)
 

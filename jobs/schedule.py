@@ -11,10 +11,13 @@ any downtime.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Union
+
+from .clock import NEVER
 
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d|w)")  # ASCII digits only: "１０s" is refused
 _UNITS = {
@@ -153,8 +156,13 @@ class Cron:
         return fire.astimezone(timezone.utc)
 
     def period(self) -> timedelta | None:
-        first = self.next_after(datetime(2001, 1, 1, tzinfo=timezone.utc))
-        return self.next_after(first) - first
+        """The shortest gap between two fires: what the tolerance must stay under and the default grace
+        is clamped from. Weekday and monthly schedules have uneven gaps, so one sampled gap depends on
+        the day sampled (`0 3 * * 6,0` sampled on a Monday gives its 1-day gap, on a Sunday its 6-day
+        one); PERIOD_SAMPLE fires from a Monday of a common year hold the shortest gap of any minute,
+        hour, weekday or month pattern. A DST day's 23 hours is not sought: grace and tolerance are
+        clamped far below a day."""
+        return _shortest_gap(self.expression, self.timezone)
 
     def tolerance(self) -> timedelta:
         """Cron ticks arrive after their fire time; allow only for clock skew between hosts."""
@@ -166,6 +174,32 @@ class Cron:
 
     def slot_after(self, anchor: datetime | None, t: datetime) -> datetime:
         return self.next_after(t)
+
+
+PERIOD_SAMPLE = 64
+"""Fires sampled for a cron schedule's period (about 6 ms, paid once per expression and process): enough
+for two weeks of a daily schedule, a year of a monthly one (February included)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _shortest_gap(expression: str, zone: str) -> timedelta:
+    from cronsim import CronSim
+
+    start = datetime(2001, 1, 1, tzinfo=_zone(zone))  # a Monday of a common year
+    fires = CronSim(expression, start)
+    previous = next(fires)
+    shortest: timedelta | None = None
+    for _ in range(PERIOD_SAMPLE):
+        try:
+            fire = next(fires)
+        except StopIteration:
+            break
+        gap = fire.astimezone(timezone.utc) - previous.astimezone(timezone.utc)
+        shortest = gap if shortest is None else min(shortest, gap)
+        if fire - start > timedelta(days=400):
+            break
+        previous = fire
+    return shortest if shortest is not None else timedelta(days=366)
 
 
 @dataclass(frozen=True)
@@ -185,7 +219,7 @@ class Once:
         return t
 
     def slot_after(self, anchor: datetime | None, t: datetime) -> datetime:
-        return datetime.max.replace(tzinfo=timezone.utc) if anchor is not None else t
+        return NEVER if anchor is not None else t
 
 
 Schedule = Union[Interval, Cron, Once]

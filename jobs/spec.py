@@ -15,6 +15,12 @@ if TYPE_CHECKING:
 _NAME = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 
 
+def check_name(name: str, kind: str) -> None:
+    """Job and task names are kebab-case: they become subcommands, config tables and tracking keys."""
+    if not isinstance(name, str) or not _NAME.match(name) or len(name) > 128:
+        raise ValueError(f"{kind} name {name!r} must be kebab-case and at most 128 characters")
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """A job, declared once and run by the runner.
@@ -47,8 +53,7 @@ class JobSpec:
     needs: Callable[[Any], Mapping[str, Iterable[str]]] | None = None
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name) or len(self.name) > 128:
-            raise ValueError(f"job name {self.name!r} must be kebab-case and at most 128 characters")
+        check_name(self.name, "job")
         if not callable(self.run):
             raise ValueError(f"job {self.name!r}: run must be callable")
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
+from .clock import is_never
 from .models import executions, runs
 from .outcome import RunStatus, Trigger
 from .schedule import DueState, next_due, retry_at, satisfied_slot
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 log = logging.getLogger("cronwarden.tracking")
-NEVER = datetime.max.replace(tzinfo=None)
 
 
 def _with_schema(engine: "Engine", read: Callable[[], T], *, create: bool = False) -> T:
@@ -164,7 +164,7 @@ def finish_run(
             values.update(consecutive_failures=failures, next_retry_at=due)
         else:
             due = row["next_retry_at"] if failures else next_due(job.schedule, DueState(last_slot_at=slot))
-        due = None if due is not None and due.replace(tzinfo=None) == NEVER else due
+        due = None if due is not None and is_never(due) else due
         values["next_scheduled_at"] = due
         conn.execute(update(executions).where(executions.c.job_name == job.name).values(**values))
     return due

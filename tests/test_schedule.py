@@ -126,3 +126,23 @@ def test_a_backoff_delay_is_waited_in_full():
 def test_once_is_due_only_until_it_succeeds():
     assert is_due(Once(), None, T0)
     assert not is_due(Once(), DueState(last_slot_at=T0), T0 + timedelta(days=400))
+
+
+@pytest.mark.parametrize(("expr", "zone", "period"), [
+    ("0 3 * * 1-5", "UTC", timedelta(days=1)),
+    ("0 3 * * 0,1", "UTC", timedelta(days=1)),  # Sunday to Monday: the first gap from a Monday is 6 days
+    ("0 12 * * 5", "UTC", timedelta(days=7)),
+    ("*/5 9-17 * * *", "UTC", timedelta(minutes=5)),
+    ("0,50 * * * *", "UTC", timedelta(minutes=10)),
+    ("0 0 1 * *", "UTC", timedelta(days=28)),  # February, not the month sampled first
+    ("0 0 1 */3 *", "UTC", timedelta(days=90)),
+    ("0 3 * * 6,0", "Europe/Berlin", timedelta(hours=23)),  # a Saturday night losing its hour
+])
+def test_a_cron_period_is_its_shortest_gap_whatever_day_is_sampled(expr, zone, period):
+    assert Cron(expr, zone).period() == period
+
+
+def test_a_cron_period_bounds_the_tolerance_and_the_default_grace():
+    dense, weekdays = Cron("0,50 * * * *"), Cron("0 3 * * 1-5")
+    assert dense.tolerance() == timedelta(seconds=5) and weekdays.tolerance() == timedelta(seconds=5)
+    assert Cron("* * * * *").tolerance() == timedelta(seconds=0.6)

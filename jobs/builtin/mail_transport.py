@@ -18,7 +18,6 @@ a row or the history.
 from __future__ import annotations
 
 import base64
-import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -88,7 +87,8 @@ class Message:
 
 def compose(*, name: str, sender: Sender, to_address: str, subject: str, body: str, message_id: str,
             date: datetime) -> Message:
-    """Build a text/plain message by hand: the stdlib EmailMessage costs ~1 ms a message, this ~30 µs.
+    """Build a text/plain message by hand: the stdlib EmailMessage costs ~1 ms a message, this ~10 µs;
+    tests/builtin/test_mail_compose.py holds it to what the stdlib's SMTP policy reads back.
 
     Header values never carry a CR or LF (no header injection from queued data); non-ASCII
     subjects and names are RFC 2047 words; a body that is not short-lined ASCII goes out
@@ -327,25 +327,15 @@ class FileTransport:
         return str(self._directory)
 
     def send(self, message: Message) -> None:
-        import tempfile
+        from ..files import atomic_write, private_directory
 
         target = self._directory / f"{message.name}.eml"
-        temp = None
         try:
             if not self._ready:
-                from ..files import private_directory
-
                 private_directory(self._directory)
                 self._ready = True
-            fd, temp = tempfile.mkstemp(dir=self._directory, prefix=f".{message.name}.", suffix=".tmp")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(message.data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, target)
+            atomic_write(target, message.data)
         except OSError as exc:
-            if temp is not None and os.path.exists(temp):
-                os.unlink(temp)
             raise Refused(f"cannot write {target}: {exc.strerror or exc}") from None
 
     def close(self) -> None:

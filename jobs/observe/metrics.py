@@ -9,14 +9,13 @@ its grouping key; kube-state-metrics uses `job_name` for the same reason.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from ..clock import is_never
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -32,7 +31,6 @@ PUSH_JOB = "cronwarden"
 STORED_STATUSES = ("running", "succeeded", "failed", "timed_out", "interrupted", "abandoned")
 HEALTH_STATES = ("ok", "pending", "running", "overdue", "failing", "paused", "disabled")
 UP_STATES = frozenset({"ok", "running"})
-_NEVER_YEAR = 9999
 
 
 @dataclass
@@ -103,7 +101,7 @@ def build(config: "Config", states: Mapping[str, Any], run_counts: Mapping[tuple
 def _timestamp(value: datetime | None, missing: float) -> float:
     if value is None:
         return missing
-    if value.year == _NEVER_YEAR:
+    if is_never(value):
         return math.inf
     return value.timestamp()
 
@@ -205,25 +203,10 @@ def queue_families(depth: Mapping[str, Any]) -> list[Family]:
 
 
 def write_file(path: Path, text: str) -> None:
-    """Replace the file atomically, as node_exporter's textfile collector needs (it may read at any moment).
+    """Replace the file atomically, as node_exporter's textfile collector needs (it may read at any moment)."""
+    from ..files import atomic_write
 
-    The temporary file sits in the same directory (os.replace is atomic only
-    within one file system) and does not end in .prom, so the collector ignores it.
-    """
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, text, mode=0o644)
 
 
 def check_pushgateway(url: str) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..errors import ConfigError, UsageError
 from ..settings import NoSettings, coerce, fields_of, type_of
+from ..spec import check_name
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -35,7 +35,6 @@ __all__ = ["TaskSpec", "enqueue", "queue_depth", "task_specs", "find_task", "Inv
 DEFAULT_RETRY_DELAYS = (timedelta(seconds=60), timedelta(seconds=300), timedelta(seconds=900))
 ENTRY_POINT_GROUP = "cronwarden.tasks"
 MODULES_ENV = "CRONWARDEN_TASK_MODULES"
-_NAME = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 
 
 class InvalidArguments(UsageError):
@@ -66,8 +65,7 @@ class TaskSpec:
     claim_margin: timedelta = timedelta(minutes=1)
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name) or len(self.name) > 128:
-            raise ValueError(f"task name {self.name!r} must be kebab-case and at most 128 characters")
+        check_name(self.name, "task")
         if not callable(self.run):
             raise ValueError(f"task {self.name!r}: run must be callable")
 
@@ -108,15 +106,11 @@ def _discover(modules: str) -> dict[str, TaskSpec]:
 
 
 def _entry_point_tasks() -> list[TaskSpec]:
-    from importlib.metadata import entry_points
+    from ..registry import load_entry_points
 
     found: list[TaskSpec] = []
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            obj = ep.load()
-        except Exception as exc:  # noqa: BLE001 - a broken plugin is a configuration problem
-            raise ConfigError(f"task plugin {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}")
-        found += _checked(obj, f"task plugin {ep.name!r}")
+    for where, obj in load_entry_points(ENTRY_POINT_GROUP, "task"):
+        found += _checked(obj, where)
     return found
 
 

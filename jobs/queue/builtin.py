@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -17,6 +15,7 @@ from ..batches import BatchSize, by_key
 from ..builtin.names import identifier
 from ..context import JobContext
 from ..errors import PermanentError
+from ..files import atomic_write
 from ..settings import setting
 from . import TaskSpec
 
@@ -122,17 +121,7 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
 def _write_atomically(target: Path, text: str) -> None:
     """Readers see the old file or the whole new one, never a half-written export."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, text)
 
 
 ERASE_USER = TaskSpec(name="erase-user", run=erase_user, args=EraseArgs,

@@ -20,7 +20,7 @@ from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import clock
-from ..db import insert_many
+from ..db import family, insert_many
 from ..errors import UsageError
 from ..models import runs
 from .models import (
@@ -48,8 +48,7 @@ TRIGGER = "queued"
 
 
 def _dialect(conn: "Connection") -> str:
-    name = conn.dialect.name
-    return "mysql" if name == "mariadb" else name
+    return family(conn.dialect.name)
 
 
 def _for_update(query, conn: "Connection", *, skip_locked: bool = False):  # noqa: ANN001, ANN202
