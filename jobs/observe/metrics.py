@@ -29,7 +29,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PUSH_TIMEOUT = 5.0
 PUSH_JOB = "cronwarden"
 STORED_STATUSES = ("running", "succeeded", "failed", "timed_out", "interrupted", "abandoned")
-HEALTH_STATES = ("ok", "pending", "running", "overdue", "failing", "paused", "disabled")
+HEALTH_STATES = ("ok", "pending", "running", "stuck", "overdue", "failing", "paused", "disabled")
 UP_STATES = frozenset({"ok", "running"})
 
 
