@@ -8,6 +8,7 @@ from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, TypeVar
 
+from . import clock
 from .errors import LeaseLost, TimedOut
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class JobContext:
     """The job's view of one run.
 
     now: the run's start (aware UTC): compute cutoffs from it, so every batch agrees.
+    current_time(): the time when called (aware UTC), for what ages during the run (a claim's lease).
     dry_run: report what would change; in_transaction always rolls back.
     log: a logger whose lines carry the job name and run id.
     in_transaction(fn, *args): one batch = one transaction on a fresh
@@ -195,6 +197,10 @@ class JobContext:
     def detail(self, line: str) -> None:
         """A line for the report (what a dry run would delete, what was skipped)."""
         self.details.append(line)
+
+    def current_time(self) -> datetime:
+        """Now, read from the one clock tests travel with; `now` stays the run's start."""
+        return clock.utcnow()
 
     def cutoff(self, days: int) -> datetime:
         return self.now - timedelta(days=days)

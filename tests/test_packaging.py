@@ -1,4 +1,5 @@
-"""The wheel, the image recipe and the lock: what ships is exactly cli/ and jobs/, and it runs on its own.
+"""The wheel, the image recipe and the lock: what ships is exactly cli/, cronwarden/ and jobs/, and it runs on
+its own.
 
 An editable install hides a subpackage missing from the wheel, so the wheel is built from the
 files the Containerfile copies, installed into a fresh venv and run from an empty directory.
@@ -187,17 +188,17 @@ def _clean_env(tmp: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_wheel_top_level_is_exactly_cli_jobs_and_dist_info(wheel):
+def test_wheel_top_level_is_exactly_cli_cronwarden_jobs_and_dist_info(wheel):
     with zipfile.ZipFile(wheel) as archive:
         top = {name.split("/")[0] for name in archive.namelist()}
-    assert top == {"cli", "jobs", wheel.name.split("-py3")[0] + ".dist-info"}
+    assert top == {"cli", "cronwarden", "jobs", wheel.name.split("-py3")[0] + ".dist-info"}
 
 
 @pytest.mark.slow
 def test_wheel_holds_every_subpackage_of_the_checkout(wheel):
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-    for package in ("cli", "jobs"):
+    for package in ("cli", "cronwarden", "jobs"):
         for init in (REPO / package).rglob("__init__.py"):
             assert init.relative_to(REPO).as_posix() in names
 
@@ -212,8 +213,9 @@ def test_installed_wheel_runs_cronwarden_help_from_an_empty_directory(installed,
 
 
 @pytest.mark.slow
-def test_installed_wheel_alone_provides_cli_and_jobs(installed, tmp_path):
-    probe = "import json, cli, jobs.builtin, jobs.locks; print(json.dumps([cli.__file__, jobs.builtin.__file__]))"
+def test_installed_wheel_alone_provides_cli_cronwarden_and_jobs(installed, tmp_path):
+    probe = ("import json, cli, cronwarden, jobs.builtin, jobs.locks; cronwarden.JobSpec; "
+             "print(json.dumps([cli.__file__, cronwarden.__file__, jobs.builtin.__file__]))")
     result = subprocess.run([str(installed / "bin" / "python"), "-c", probe], cwd=tmp_path,
                             env=_clean_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..spec import JobSpec
+from cronwarden import JobSpec
+
 from .admin_seed import JOB as ADMIN_SEED
 from .email_queue import JOB as EMAIL_QUEUE
 from .ip_anonymization import JOB as IP_ANONYMIZATION

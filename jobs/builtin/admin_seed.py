@@ -17,13 +17,7 @@ from datetime import datetime
 
 from sqlalchemy import exists, insert, select
 
-from ..app_tables import ref
-from ..context import JobContext
-from ..errors import ConfigError, PermanentError
-from ..secrets import Secret
-from ..settings import setting
-from ..spec import JobSpec
-from .names import identifier
+from cronwarden import ConfigError, JobContext, JobSpec, PermanentError, Secret, identifier, ref, setting
 
 MIN_PASSWORD_LENGTH = 12
 PASSWORD_ENV = "CRONWARDEN_ADMIN_PASSWORD"

@@ -54,14 +54,9 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
 
-from .. import clock
-from ..app_tables import ref
-from ..context import JobContext
-from ..errors import ConfigError, Interrupted, LeaseLost, PermanentError, TimedOut, TransientError
-from ..secrets import Secret
-from ..settings import setting
-from ..spec import JobSpec
-from .names import identifier
+from cronwarden import (ConfigError, JobContext, JobSpec, PermanentError, Secret, TransientError, identifier, ref,
+                        setting)
+from jobs.errors import Interrupted, LeaseLost, TimedOut
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -365,7 +360,7 @@ class Claims:
         return ahead.result()
 
     def _take(self, limit: int) -> Claim:
-        now = clock.utcnow()
+        now = self._ctx.current_time()
         return self._ctx.in_transaction(claim, self._q, self._ctx.dialect, by=self._owner, now=now, limit=limit,
                                         stale_before=now - self._s.visibility_timeout)
 
@@ -411,7 +406,7 @@ def _deliver(ctx: JobContext, s: Settings, held: Claim, transport: Any, sender: 
         while unsent:
             ctx.checkpoint()
             recorder.check()
-            if clock.utcnow() - held.at >= s.visibility_timeout / 2:
+            if ctx.current_time() - held.at >= s.visibility_timeout / 2:
                 ctx.log.info("claim older than half of visibility_timeout; releasing %s", _emails(len(unsent)))
                 return
             row = unsent[-1]
@@ -424,7 +419,7 @@ def _deliver(ctx: JobContext, s: Settings, held: Claim, transport: Any, sender: 
                                                 str(exc)), "failed")
             else:
                 _record(ctx, recorder, _outcome(held, row, "sent", row.attempts + 1, row.next_attempt_at,
-                                                row.last_error, sent_at=clock.utcnow()), "sent")
+                                                row.last_error, sent_at=ctx.current_time()), "sent")
             unsent.pop()
     except Unavailable as exc:
         rescheduled = _emails(len(unsent))
@@ -459,7 +454,7 @@ def _retry_later(ctx: JobContext, s: Settings, held: Claim, row: Any, error: str
         _record(ctx, recorder, _outcome(held, row, "failed", attempts, row.next_attempt_at,
                                         f"gave up after {attempts} attempts: {error}"), "failed")
     else:
-        _record(ctx, recorder, _outcome(held, row, "pending", attempts, clock.utcnow() + backoff(s, attempts),
+        _record(ctx, recorder, _outcome(held, row, "pending", attempts, ctx.current_time() + backoff(s, attempts),
                                         error), "retried")
 
 

@@ -29,12 +29,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from ..app_tables import ref
-from ..batches import BatchSize
-from ..context import JobContext
-from ..settings import setting
-from ..spec import JobSpec
-from .names import identifier
+from cronwarden import BatchSize, JobContext, JobSpec, identifier, ref, setting
 
 START_ROWS = 1_000
 TARGET_SECONDS = 0.04

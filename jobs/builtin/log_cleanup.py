@@ -27,13 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from ..app_tables import ref
-from ..batches import After, BatchSize, oldest_first
-from ..context import JobContext
-from ..errors import PermanentError
-from ..settings import setting
-from ..spec import JobSpec
-from .names import identifier
+from cronwarden import After, BatchSize, JobContext, JobSpec, PermanentError, identifier, oldest_first, ref, setting
 
 TARGET_SECONDS = (0.1, 0.2)
 """A row batch faster than this range lets the next one grow, a slower one shrinks it."""

@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..secrets import Secret, redact
+from cronwarden import Secret, redact
 
 if TYPE_CHECKING:
     import smtplib
@@ -327,7 +327,7 @@ class FileTransport:
         return str(self._directory)
 
     def send(self, message: Message) -> None:
-        from ..files import atomic_write, private_directory
+        from cronwarden import atomic_write, private_directory
 
         target = self._directory / f"{message.name}.eml"
         try:

@@ -26,16 +26,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..batches import BatchSize, oldest_first
-from ..settings import setting
-from ..spec import JobSpec
-from .names import identifier
+from cronwarden import BatchSize, JobSpec, identifier, oldest_first, setting
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
     from sqlalchemy.sql.expression import ColumnElement, TableClause
 
-    from ..context import JobContext
+    from cronwarden import JobContext
 
 TARGET_SECONDS = (0.1, 0.2)  # a batch faster than this range lets the next one grow, a slower one shrinks it
 FIRST_BATCH = 5_000  # rows at most in the first batch, which also reads cold pages; later ones grow from it
@@ -75,7 +72,7 @@ class _Where:
 def run(ctx: JobContext, s: Settings) -> None:
     from sqlalchemy import func, select
 
-    from ..app_tables import ref
+    from cronwarden import ref
 
     tokens = ref(s.table, times=(s.expires_column,))
     expires = tokens.c[s.expires_column]
@@ -98,7 +95,7 @@ def run(ctx: JobContext, s: Settings) -> None:
 def _delete_batch(conn: Connection, s: Settings, cutoff: datetime, size: int,
                   where: _Where) -> tuple[int, _Where | None]:
     """Delete at most `size` expired rows; returns (deleted, where the next batch starts, or None when done)."""
-    from ..app_tables import ref
+    from cronwarden import ref
 
     dialect = conn.dialect.name
     keys = {"sqlite": ("rowid",), "postgresql": ("ctid",)}.get(dialect, ())

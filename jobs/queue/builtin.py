@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 
 from ..app_tables import ref
 from ..batches import BatchSize, by_key
-from ..builtin.names import identifier
+from ..checks import identifier
 from ..context import JobContext
 from ..errors import PermanentError
 from ..files import atomic_write

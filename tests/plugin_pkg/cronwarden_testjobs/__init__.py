@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, update
 
-from jobs import JobContext, JobSpec, PermanentError, TransientError, setting
+from cronwarden import JobContext, JobSpec, PermanentError, TransientError, setting
 
 side_md = MetaData()
 side_effects = Table(

@@ -1,4 +1,4 @@
-"""Validation shared by the built-in jobs' settings."""
+"""Ready-made `check=` validators for job settings, shared by the built-ins and users' jobs."""
 
 from __future__ import annotations
 

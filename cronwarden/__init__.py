@@ -1,0 +1,59 @@
+"""cronwarden's public job API: everything a job may import, the built-in jobs included.
+
+    from cronwarden import JobContext, JobSpec, setting
+
+The framework lives in the `jobs` package (the older `from jobs import JobSpec` still works);
+this name cannot collide with an application's own `jobs` package. Each name is loaded on
+first use, so importing cronwarden imports nothing: only `ref` brings SQLAlchemy with it.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+_HOMES = {
+    "JobSpec": "jobs.spec",
+    "JobContext": "jobs.context",
+    "setting": "jobs.settings",
+    "NoSettings": "jobs.settings",
+    "ConfigError": "jobs.errors",
+    "PermanentError": "jobs.errors",
+    "TransientError": "jobs.errors",
+    "Secret": "jobs.secrets",
+    "redact": "jobs.secrets",
+    "ref": "jobs.app_tables",
+    "identifier": "jobs.checks",
+    "private_directory": "jobs.files",
+    "atomic_write": "jobs.files",
+    "BatchSize": "jobs.batches",
+    "After": "jobs.batches",
+    "oldest_first": "jobs.batches",
+    "by_key": "jobs.batches",
+}
+
+__all__ = sorted(_HOMES)
+
+if TYPE_CHECKING:
+    from jobs.app_tables import ref
+    from jobs.batches import After, BatchSize, by_key, oldest_first
+    from jobs.checks import identifier
+    from jobs.context import JobContext
+    from jobs.errors import ConfigError, PermanentError, TransientError
+    from jobs.files import atomic_write, private_directory
+    from jobs.secrets import Secret, redact
+    from jobs.settings import NoSettings, setting
+    from jobs.spec import JobSpec
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'cronwarden' has no attribute {name!r}")
+    value = getattr(import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))
