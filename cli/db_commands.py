@@ -28,19 +28,19 @@ def upgrade(
     It also notes every enabled job as known from now on, so `check` reports one that never runs.
     """
     from jobs import schema
-    from jobs.runner import _db
+    from jobs.execution import db_call
 
     state = ctx.find_root().obj
     app = state.app()
-    changes = _db(app, lambda: schema.upgrade(app.engine), "upgrading the schema")
+    changes = db_call(app, lambda: schema.upgrade(app.engine), "upgrading the schema")
     from jobs import clock, tracking
 
-    _db(app, lambda: tracking.note_seen(app.engine, tracking.watched(app.config), clock.utcnow()),
+    db_call(app, lambda: tracking.note_seen(app.engine, tracking.watched(app.config), clock.utcnow()),
         "noting the configured jobs")
     if app_tables:
         from jobs.app_tables import create_default_tables
 
-        changes += _db(app, lambda: create_default_tables(app.engine), "creating the application tables")
+        changes += db_call(app, lambda: create_default_tables(app.engine), "creating the application tables")
     if not state.quiet:
         for change in changes:
             render.line(change)

@@ -27,10 +27,10 @@ def register(app: typer.Typer) -> None:
 def _table(app: "App") -> str:
     """The queue table the email-queue job is configured with (it need not be enabled on this host)."""
     from jobs.builtin import email_status
-    from jobs.runner import _db
+    from jobs.execution import db_call
 
     table = app.config.job("email-queue").settings.table
-    if not _db(app, lambda: email_status.exists(app.engine, table), "looking for the email queue"):
+    if not db_call(app, lambda: email_status.exists(app.engine, table), "looking for the email queue"):
         raise ConfigError(f"no table {table!r} in {app.config.safe_database_url} ([jobs.email-queue] table; "
                           f"`cronwarden db upgrade --app-tables` creates the default)")
     return table
@@ -46,13 +46,13 @@ def list_emails(
 ) -> int:
     """Emails newest first, without their bodies: status, attempts, last attempt, last error."""
     from jobs.builtin import email_status
-    from jobs.runner import _db
+    from jobs.execution import db_call
 
     if status is not None and status not in email_status.STATUSES:
         raise UsageError(f"--status: must be one of {', '.join(email_status.STATUSES)}")
     app = ctx.find_root().obj.app(read_only=True)
     table = _table(app)
-    rows = _db(app, lambda: email_status.listing(app.engine, table, status, limit), "reading the email queue")
+    rows = db_call(app, lambda: email_status.listing(app.engine, table, status, limit), "reading the email queue")
     if json:
         render.json_out({"emails": [email_status.as_dict(r) for r in rows]})
         return exit_codes.EX_OK
@@ -71,15 +71,15 @@ def retry(
 ) -> int:
     """Send failed emails again: back to pending with their attempts reset; the next email-queue run sends them."""
     from jobs.builtin import email_status
-    from jobs.runner import _db
+    from jobs.execution import db_call
 
     if (email_id is None) == (not all_failed):
         raise UsageError("give either an email ID or --all-failed")
     app = ctx.find_root().obj.app()
     table = _table(app)
-    changed = _db(app, lambda: email_status.send_again(app.engine, table, email_id), "retrying emails")
+    changed = db_call(app, lambda: email_status.send_again(app.engine, table, email_id), "retrying emails")
     if email_id is not None and not changed:
-        status = _db(app, lambda: email_status.status_of(app.engine, table, email_id), "reading the email queue")
+        status = db_call(app, lambda: email_status.status_of(app.engine, table, email_id), "reading the email queue")
         if status is None:
             raise UsageError(f"no email {email_id} in {table}")
         raise UsageError(f"email {email_id} is {status}; only a failed email is sent again")

@@ -65,7 +65,7 @@ def handled(fn: F) -> F:
 
 
 def _setup_problem(ctx, exc: Exception):  # noqa: ANN001, ANN202
-    """A setup mistake (missing database, unusable SQLite file) that reached us outside jobs.runner._db."""
+    """A setup mistake (missing database, unusable SQLite file) that reached us outside jobs.execution.db_call."""
     from jobs.preflight import explain
 
     app = getattr(ctx.find_root().obj, "_app", None)

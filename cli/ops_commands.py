@@ -73,10 +73,10 @@ def _health(ctx: typer.Context):  # noqa: ANN202
 
 def _assess(app):  # noqa: ANN001, ANN202
     from jobs import clock, health, tracking
-    from jobs.runner import _db
+    from jobs.execution import db_call
 
     now = clock.utcnow()
-    states = _db(app, lambda: tracking.all_states(app.engine, tracking.watched(app.config), now),
+    states = db_call(app, lambda: tracking.all_states(app.engine, tracking.watched(app.config), now),
                  "reading the tracking table")
     return health.assess(app.config, states, now)
 
@@ -87,10 +87,10 @@ def status(
     json: JsonFlag = False) -> int:
     """The tracking table: last run, outcome, next due time and failure streak of every job."""
     from jobs.queue import queue_depth
-    from jobs.runner import _db
+    from jobs.execution import db_call
 
     app, jobs = _health(ctx)
-    depth = _db(app, lambda: queue_depth(app.engine), "reading the queue")
+    depth = db_call(app, lambda: queue_depth(app.engine), "reading the queue")
     if json:
         render.json_out({"database": app.config.safe_database_url, "jobs": [j.as_dict() for j in jobs],
                          "queue": depth})
@@ -139,12 +139,12 @@ def history(
 ) -> int:
     """Recent runs, newest first: status, trigger, host, duration, items, error."""
     from jobs import tracking
-    from jobs.runner import _db
+    from jobs.execution import db_call
 
     app = _state(ctx).app(read_only=True)
     if job is not None:
         _job_name(app, job, tasks=True)
-    rows = _db(app, lambda: tracking.history(app.engine, job, limit), "reading the history")
+    rows = db_call(app, lambda: tracking.history(app.engine, job, limit), "reading the history")
     if json:
         render.json_out({"runs": [{**dict(r), "counts": json_mod.loads(r["counts"]) if r["counts"] else {}}
                                   for r in rows]})
@@ -168,11 +168,11 @@ def check(
     """Monitoring: exit 1 when a job is overdue past its grace or failing, 0 otherwise."""
     from jobs import clock
     from jobs.builtin.email_status import failed_alarm
-    from jobs.runner import _db
+    from jobs.execution import db_call
 
     app, jobs = _health(ctx)
     bad = [j for j in jobs if j.alarming]
-    emails = _db(app, lambda: failed_alarm(app.config, app.engine, clock.utcnow()), "reading the email queue")
+    emails = db_call(app, lambda: failed_alarm(app.config, app.engine, clock.utcnow()), "reading the email queue")
     code = exit_codes.EX_FAILED if bad or emails else exit_codes.EX_OK
     if json:
         render.json_out({"ok": code == exit_codes.EX_OK, "exit_code": code,
@@ -213,16 +213,16 @@ def unlock(
     job: Annotated[str, typer.Argument(help="The job whose lease to break.")]) -> int:
     """Break a stale lease (lease backend). Session and file locks free themselves when their holder dies."""
     from jobs import locks
-    from jobs.runner import _db
+    from jobs.execution import db_call
 
     app = _state(ctx).app()
     _job_name(app, job)
-    backend = _db(app, lambda: app.locks, "choosing the lock backend")
+    backend = db_call(app, lambda: app.locks, "choosing the lock backend")
     if hasattr(backend, "break_lease"):
-        broke = _db(app, lambda: backend.break_lease(job), "breaking the lease")
+        broke = db_call(app, lambda: backend.break_lease(job), "breaking the lease")
         render.line(f"{job}: lease broken" if broke else f"{job}: not locked")
         return exit_codes.EX_OK
-    held = _db(app, lambda: backend.try_acquire(job, app.config.locks.lease_ttl), "probing the lock")
+    held = db_call(app, lambda: backend.try_acquire(job, app.config.locks.lease_ttl), "probing the lock")
     if held is None:
         render.error(f"{job} is locked by a live process ({locks.backend_name(app.config)} lock); "
                      f"it is freed the moment that process exits: stop it instead")
@@ -235,11 +235,11 @@ def unlock(
 def _set_paused(ctx: typer.Context, job: str, paused: bool) -> int:
     from jobs import clock, tracking
     from jobs.locks import owner_id
-    from jobs.runner import _db
+    from jobs.execution import db_call
 
     app = _state(ctx).app()
     _job_name(app, job)
-    changed = _db(app, lambda: tracking.set_paused(app.engine, job, paused, owner_id(), clock.utcnow()),
+    changed = db_call(app, lambda: tracking.set_paused(app.engine, job, paused, owner_id(), clock.utcnow()),
                   "writing the tracking table")
     word = "paused" if paused else "resumed"
     render.line(f"{job}: {word}" if changed else f"{job}: already {word}")

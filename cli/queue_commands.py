@@ -39,7 +39,7 @@ def _db(app: "App", fn: Callable[[], T], what: str) -> T:
     tables creates them first (elsewhere that is `db upgrade`'s work)."""
     from jobs import tracking
     from jobs.queue import models  # noqa: F401 - puts the queue table on the tool's metadata
-    from jobs.runner import _db as retried
+    from jobs.execution import db_call as retried
 
     return retried(app, lambda: tracking._with_schema(app.engine, fn, create=not app.read_only), what)
 

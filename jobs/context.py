@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta
@@ -14,11 +15,13 @@ from .errors import LeaseLost, TimedOut
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
+    from .claims import ClaimAhead, GroupRecorder
     from .config import RetryPolicy
     from .locks import Held
     from .signals import StopFlag
 
 T = TypeVar("T")
+C = TypeVar("C")
 SQLITE_CHECKPOINT_EVERY = 4  # batches between WAL checkpoints, which run outside any batch's transaction
 
 
@@ -57,7 +60,12 @@ class JobContext:
       ({"deleted": n}): they are added once it commits, and the run's history row
       gets the run's counts inside the batch's own transaction, so a run killed
       later still shows exactly what it had committed.
-    count(name, n): add to a counter reported in logs, history and --json.
+    record(fn, *args): one transaction that records what already happened (an email sent): it runs
+      after a stop request, the timeout or a lost lock too, so fn must guard its own rows.
+    recorder(fn, *args) / claims_ahead(take, ...): the job's bookkeeping on helper threads
+      (jobs/claims.py); counters and batches are safe to use from them.
+    count(name, n): add to a counter reported in logs, history and --json (from any thread).
+    owner: host:pid, as claims and locks store it.
     last_transaction: seconds the last batch's transaction took (for jobs that size batches by time).
     largest_batch: the most items one transaction tallied.
     """
@@ -97,6 +105,7 @@ class JobContext:
         self._progress = progress or NoProgress()
         self._batch_hooks = [o.batch for o in observers or () if hasattr(o, "batch")]
         self._unchecked = 0  # SQLite: batches committed since the last WAL checkpoint
+        self._lock = threading.Lock()  # counters and transaction figures: helper threads run batches too
 
     def close(self) -> None:
         """End the progress display (the runner calls this when run() returns)."""
@@ -138,7 +147,9 @@ class JobContext:
                     if self.run_id is not None and not self.dry_run and (counts or self.counts):
                         from .tracking import record_counts
 
-                        record_counts(conn, self.run_id, _added(self.counts, counts))
+                        with self._lock:
+                            totals = _added(self.counts, counts)
+                        record_counts(conn, self.run_id, totals)
                     if self._held is not None and not self.dry_run:
                         self._held.verify(conn)
                     if self.dry_run:
@@ -155,20 +166,67 @@ class JobContext:
                     tx.rollback()
                     raise
             elapsed = time.perf_counter() - started
-            self.transactions += 1
-            self.longest_transaction = max(self.longest_transaction, elapsed)
-            self.last_transaction = elapsed
-            self.largest_batch = max(self.largest_batch, sum(counts.values()))
+            with self._lock:
+                self.transactions += 1
+                self.longest_transaction = max(self.longest_transaction, elapsed)
+                self.last_transaction = elapsed
+                self.largest_batch = max(self.largest_batch, sum(counts.values()))
+                checkpoint = False
+                if self.dialect == "sqlite" and not self.dry_run:
+                    self._unchecked += 1
+                    checkpoint = self._unchecked >= SQLITE_CHECKPOINT_EVERY
             for name, n in counts.items():
                 self.count(name, n)
-            if self.dialect == "sqlite" and not self.dry_run:
-                self._unchecked += 1
-                if self._unchecked >= SQLITE_CHECKPOINT_EVERY:
-                    self._sqlite_checkpoint()
+            if checkpoint:
+                self._sqlite_checkpoint()
             return result
 
         return retry.call(attempt, self._retry, sleep=self._stop.sleep, what=f"{self.job} batch",
                           before_attempt=self.checkpoint)
+
+    def record(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Write down what already happened, which a stop request or a lost lock cannot undo (a message
+        sent): one transaction, retried on transient errors, without the checks a batch of work has; fn's
+        statements must only touch rows still ours. Rolled back in a dry run."""
+        from . import retry
+
+        def attempt() -> T:
+            with self.engine.connect() as conn:
+                tx = conn.begin()
+                try:
+                    result = fn(conn, *args, **kwargs)
+                except BaseException:
+                    tx.rollback()
+                    raise
+                if self.dry_run:
+                    tx.rollback()
+                else:
+                    tx.commit()
+                return result
+
+        return retry.call(attempt, self._retry, what=f"{self.job} bookkeeping")
+
+    def recorder(self, fn: Callable[..., Any], *args: Any, window: float, max_items: int) -> "GroupRecorder":
+        """Items written behind the job's back by fn(conn, *args, items), a group per `record`
+        transaction, on a thread of its own (jobs/claims.py has the rules)."""
+        from .claims import GroupRecorder
+
+        return GroupRecorder(lambda items: self.record(fn, *args, items), window=window, max_items=max_items,
+                             name=f"{self.job}-recorder")
+
+    def claims_ahead(self, take: Callable[[int], C], size: Callable[[C], int], *, total: int,
+                     chunk: int) -> "ClaimAhead[C]":
+        """Claims of at most chunk items, total in all, the next taken on a helper thread while the job
+        works through the current one; take(limit) claims, through in_transaction."""
+        from .claims import ClaimAhead
+
+        return ClaimAhead(take, size, total=total, chunk=chunk, name=f"{self.job}-claims")
+
+    @property
+    def owner(self) -> str:
+        from .execution import owner_id
+
+        return owner_id()
 
     def _sqlite_checkpoint(self) -> None:
         """Copy the WAL back into the database between batches, never inside one.
@@ -186,7 +244,8 @@ class JobContext:
 
     def count(self, name: str, n: int = 1, *, progress: bool = True) -> None:
         """Add to a counter; progress=False for measures that are not items (bytes freed)."""
-        self.counts[name] = self.counts.get(name, 0) + n
+        with self._lock:
+            self.counts[name] = self.counts.get(name, 0) + n
         if progress:
             self._progress.advance(n)
 
@@ -207,7 +266,7 @@ class JobContext:
 
 
 def _added(counts: dict[str, int], more: dict[str, int]) -> dict[str, int]:
-    """counts plus more, from a copy: a job may count on another thread meanwhile (email-queue claims ahead)."""
+    """counts plus more, as a new dict (the caller holds the context's lock)."""
     merged = dict(counts)
     for name, n in more.items():
         merged[name] = merged.get(name, 0) + n

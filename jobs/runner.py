@@ -8,31 +8,21 @@ bounded transactions → record outcome → report.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from contextlib import ExitStack
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable
 
-from . import clock, signals, tracking
-from .config import RetryPolicy
+from . import clock, execution, signals, tracking
 from .context import JobContext
-from .errors import ConfigError, DatabaseUnavailable, Interrupted, LeaseLost, TimedOut, is_transient, one_line
+from .errors import ConfigError, DatabaseUnavailable, Interrupted, one_line
+from .execution import db_call, job_logger
 from .outcome import RunReport, RunStatus, Trigger
 from .schedule import is_due
 
 if TYPE_CHECKING:
     from .app import App
     from .config import JobConfig
-
-T = TypeVar("T")
-log = logging.getLogger("cronwarden.job")
-
-
-def job_logger(job: str, run_id: int | None) -> logging.LoggerAdapter:
-    """Every line carries the job name and the run id."""
-    return logging.LoggerAdapter(log, {"job": job, "run_id": run_id})
 
 
 def run_job(app: "App", name: str, trigger: Trigger = Trigger.SCHEDULED, *, dry_run: bool = False,
@@ -56,7 +46,7 @@ def _run_job(app: "App", name: str, trigger: Trigger, *, dry_run: bool, settings
         _validate(job, settings)
         _check_needs(app, job, settings)
         return _dry_run(app, job, trigger, settings)
-    row = _db(app, lambda: tracking.read_state(app.engine, name), "reading the tracking table")
+    row = db_call(app, lambda: tracking.read_state(app.engine, name), "reading the tracking table")
     skipped = _skip(job, row, trigger)
     if skipped is not None:
         return skipped
@@ -68,8 +58,8 @@ def _run_job(app: "App", name: str, trigger: Trigger, *, dry_run: bool, settings
             job_logger(name, None).info("skipped: another process holds the lock")
             return RunReport(name, RunStatus.LOCKED, trigger)
         now = clock.utcnow()
-        _db(app, lambda: tracking.reap_abandoned(app.engine, job, now), "reaping abandoned runs")
-        row = _db(app, lambda: tracking.read_state(app.engine, name), "reading the tracking table")
+        db_call(app, lambda: tracking.reap_abandoned(app.engine, job, now), "reaping abandoned runs")
+        row = db_call(app, lambda: tracking.read_state(app.engine, name), "reading the tracking table")
         skipped = _skip(job, row, trigger)
         if skipped is not None:
             return skipped
@@ -93,7 +83,7 @@ def _check_needs(app: "App", job: "JobConfig", settings: Any) -> None:
     from .preflight import check_needs
 
     hint = f"point [jobs.{job.name}] at your schema with its `table` and column settings"
-    _db(app, lambda: check_needs(app.engine, job.name, needs, hint), "checking the job's tables")
+    db_call(app, lambda: check_needs(app.engine, job.name, needs, hint), "checking the job's tables")
 
 
 def _skip(job: "JobConfig", row: Any, trigger: Trigger) -> RunReport | None:
@@ -111,7 +101,7 @@ def _holding(app: "App", job: "JobConfig"):  # noqa: ANN202
 
     # The lease is renewed while the run lasts, so its TTL bounds a vanished holder, not the run.
     ttl = max(app.config.locks.lease_ttl, job.spec.lock_ttl or timedelta(0))
-    backend = _db(app, lambda: app.locks, "choosing the lock backend")
+    backend = db_call(app, lambda: app.locks, "choosing the lock backend")
     return locks.holding(_RetryingBackend(app, backend), job.name, ttl)
 
 
@@ -123,13 +113,14 @@ class _RetryingBackend:
         self._backend = backend
 
     def try_acquire(self, job: str, ttl: timedelta):  # noqa: ANN201
-        return _db(self._app, lambda: self._backend.try_acquire(job, ttl), "taking the lock")
+        return db_call(self._app, lambda: self._backend.try_acquire(job, ttl), "taking the lock")
 
 
 def _execute(app: "App", job: "JobConfig", trigger: Trigger, settings: Any, stop, held) -> RunReport:  # noqa: ANN001
-    host, pid = socket.gethostname(), os.getpid()
+    host, pid = execution.owner()
     started = clock.utcnow()
-    run_id = _db(app, lambda: tracking.start_run(app.engine, job, trigger, started, host, pid), "recording the start")
+    run_id = db_call(app, lambda: tracking.start_run(app.engine, job, trigger, started, host, pid),
+                     "recording the start")
     logger = job_logger(job.name, run_id)
     logger.info("started (trigger=%s, host=%s, pid=%d)", trigger.value, host, pid)
     _notify(app, logger, "run_started", job, run_id, trigger)
@@ -137,43 +128,36 @@ def _execute(app: "App", job: "JobConfig", trigger: Trigger, settings: Any, stop
     ctx = JobContext(job=job.name, run_id=run_id, now=started, engine=app.engine, log=logger,
                      retry=app.config.retry, stop=stop, held=held, deadline=deadline,
                      progress=app.progress(job.name), observers=app.observers)
-    report = RunReport(job.name, RunStatus.SUCCEEDED, trigger, run_id=run_id, started_at=started)
-    lost = False
-    try:
-        job.spec.run(ctx, settings)
-    except Interrupted as exc:
-        report.status, report.signal, report.error = RunStatus.INTERRUPTED, exc.signum, one_line(exc)
-    except TimedOut:
-        report.status, report.error = RunStatus.TIMED_OUT, f"stopped at a batch boundary after its timeout " \
-                                                           f"({job.timeout})"
-    except LeaseLost as exc:
-        report.status, report.error = RunStatus.FAILED, one_line(exc)
-        lost = True
-    except Exception as exc:  # noqa: BLE001 - every failure of the job is recorded, never swallowed
-        report.status, report.error, report.temporary = RunStatus.FAILED, one_line(exc), is_transient(exc)
-        logger.debug("traceback of the failure", exc_info=True)
-    finally:
-        ctx.close()
-    lost = lost or _known_lost(held)
-    report.finished_at = clock.utcnow()
-    report.counts = dict(ctx.counts)
-    report.details = list(ctx.details)
-    report.transactions = ctx.transactions
-    report.longest_transaction_seconds = ctx.longest_transaction
-    report.largest_batch_items = ctx.largest_batch
-    report.next_due_at = _db(
-        app,
-        lambda: tracking.finish_run(app.engine, job, run_id, report.status, started, report.finished_at,
-                                    report.counts, report.error,
-                                    keep=tracking.kept(job, report.status, trigger, report.counts)),
-        "recording the outcome",
-        policy=_lost_lock_policy(app) if lost else None,
-    )
+    ending = execution.run_in(ctx, job.spec.run, settings, timeout=job.timeout)
+    report = _report(job.name, trigger, run_id, started, ending, ctx)
+    lost = ending.lost or execution.known_lost(held)
+    report.next_due_at = _record(app, job, report, lost)
     if not lost:
         _prune_history(app, logger, job, report.finished_at)
     _log_outcome(logger, report)
     _notify(app, logger, "run_finished", job, report)
     return report
+
+
+def _report(name: str, trigger: Trigger, run_id: int | None, started: datetime, ending: execution.Ending,
+            ctx: JobContext) -> RunReport:
+    """The run's report: how it ended and what its context counted."""
+    return RunReport(name, ending.status, trigger, run_id=run_id, started_at=started, finished_at=clock.utcnow(),
+                     counts=dict(ctx.counts), error=ending.error, temporary=ending.temporary, signal=ending.signal,
+                     details=list(ctx.details), transactions=ctx.transactions,
+                     longest_transaction_seconds=ctx.longest_transaction, largest_batch_items=ctx.largest_batch)
+
+
+def _record(app: "App", job: "JobConfig", report: RunReport, lost: bool) -> datetime | None:
+    """The outcome, in its own transaction; a run that lost its lock gets a short budget for it."""
+    return db_call(
+        app,
+        lambda: tracking.finish_run(app.engine, job, report.run_id, report.status, report.started_at,
+                                    report.finished_at, report.counts, report.error,
+                                    keep=tracking.kept(job, report.status, report.trigger, report.counts)),
+        "recording the outcome",
+        policy=execution.lost_lock_policy(app) if lost else None,
+    )
 
 
 def _prune_history(app: "App", logger: logging.LoggerAdapter, job: "JobConfig", finished: datetime) -> None:
@@ -182,27 +166,6 @@ def _prune_history(app: "App", logger: logging.LoggerAdapter, job: "JobConfig", 
         tracking.prune_history(app.engine, job.name, finished - app.config.history_retention)
     except Exception as exc:  # noqa: BLE001
         logger.warning("pruning the run history failed: %s", one_line(exc))
-
-
-def _lost_lock_policy(app: "App") -> RetryPolicy:
-    """Retries for recording the outcome of a run that lost its lock, most often with its host's network:
-    within host_loss_bound / 6 (10 s by default), time for a database that restarted to come back, short
-    enough that a host cut off from it still exits within host_loss_bound. The next holder records the
-    run abandoned otherwise."""
-    from dataclasses import replace
-
-    policy = app.config.retry
-    return replace(policy, max_time=min(policy.max_time, app.config.locks.host_loss_bound / 6))
-
-
-def _known_lost(held) -> bool:  # noqa: ANN001
-    """Whether the lock is known lost without asking the database (a lease past its trust window, a lock
-    session whose connection is gone): the run may have ended on another error that the loss caused."""
-    try:
-        held.check()
-    except LeaseLost:
-        return True
-    return False
 
 
 def _notify(app: "App", logger: logging.LoggerAdapter, hook: str, *args: Any) -> None:
@@ -229,39 +192,19 @@ def _log_outcome(logger: logging.LoggerAdapter, report: RunReport) -> None:
 def _dry_run(app: "App", job: "JobConfig", trigger: Trigger, settings: Any) -> RunReport:
     """Runs the job with every transaction rolled back; records nothing, takes no lock."""
     started = clock.utcnow()
-    report = RunReport(job.name, RunStatus.DRY_RUN, trigger, started_at=started)
     with signals.graceful_stop() as stop:
         ctx = JobContext(job=job.name, run_id=None, now=started, engine=app.engine,
                          log=job_logger(job.name, None), retry=app.config.retry, stop=stop, held=None,
                          dry_run=True, progress=app.progress(job.name))
-        try:
-            job.spec.run(ctx, settings)
-        except Exception as exc:  # noqa: BLE001 - reported, like a real run's failure
-            if is_transient(exc):
-                raise DatabaseUnavailable(f"database unreachable during the dry run: {one_line(exc)}") from None
-            report.status, report.error = RunStatus.FAILED, one_line(exc)
-        finally:
-            ctx.close()
-    report.finished_at = clock.utcnow()
-    report.counts, report.details = dict(ctx.counts), list(ctx.details)
-    return report
-
-
-def _db(app: "App", fn: Callable[[], T], what: str, policy: "RetryPolicy | None" = None) -> T:
-    """A call to the database outside the job: transient errors retried, then DatabaseUnavailable."""
-    from . import retry
-
-    try:
-        return retry.call(fn, policy or app.config.retry, what=what)
-    except Exception as exc:
-        if is_transient(exc):
-            raise DatabaseUnavailable(f"database unreachable while {what}: {one_line(exc)}") from None
-        from .preflight import explain
-
-        problem = explain(exc, app.config.database_url)
-        if problem is not None:
-            raise problem from None
-        raise
+        ending = execution.run_in(ctx, job.spec.run, settings, timeout=None)
+    if ending.signal is not None:
+        raise Interrupted(ending.signal)
+    if ending.temporary:
+        raise DatabaseUnavailable(f"database unreachable during the dry run: {ending.error}")
+    failed = ending.status is not RunStatus.SUCCEEDED
+    return RunReport(job.name, RunStatus.FAILED if failed else RunStatus.DRY_RUN, trigger, started_at=started,
+                     finished_at=clock.utcnow(), counts=dict(ctx.counts), error=ending.error,
+                     details=list(ctx.details))
 
 
 def run_due(app: "App", names: list[str], on_report: Callable[[RunReport], None] | None = None) -> list[RunReport]:

@@ -7,11 +7,11 @@ configured (`[locks] backend`).
 
 from __future__ import annotations
 
-import socket
-import os
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Iterator, Protocol
+
+from ..execution import owner_id
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -38,11 +38,6 @@ class LockBackend(Protocol):
 
     def try_acquire(self, job: str, ttl: timedelta) -> Held | None:
         """Take the job's lock without waiting; None when another process holds it."""
-
-
-def owner_id() -> str:
-    """host:pid, as stored in locks and run history."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def backend_name(config: "Config") -> str:

@@ -157,18 +157,18 @@ def history_items(engine: "Engine") -> dict[str, int]:
 def exposition(app: "App") -> str:
     """Read the tracking tables and render every job's metrics."""
     from .. import clock, tracking
-    from ..runner import _db
+    from ..execution import db_call
 
     now = clock.utcnow()
-    states = _db(app, lambda: tracking.all_states(app.engine, tracking.watched(app.config), now),
+    states = db_call(app, lambda: tracking.all_states(app.engine, tracking.watched(app.config), now),
                  "reading the tracking table")
-    counts = _db(app, lambda: tracking.run_counts(app.engine), "reading the history")
-    items = _db(app, lambda: history_items(app.engine), "reading the history")
+    counts = db_call(app, lambda: tracking.run_counts(app.engine), "reading the history")
+    items = db_call(app, lambda: history_items(app.engine), "reading the history")
     from ..queue import queue_depth
 
-    depth = _db(app, lambda: queue_depth(app.engine), "reading the queue")
+    depth = db_call(app, lambda: queue_depth(app.engine), "reading the queue")
     families = build(app.config, states, counts, items, now) + queue_families(depth)
-    return render(families + _db(app, lambda: email_families(app, now), "reading the email queue"))
+    return render(families + db_call(app, lambda: email_families(app, now), "reading the email queue"))
 
 
 def email_families(app: "App", now: datetime) -> list[Family]:
@@ -288,7 +288,7 @@ class MetricsPublisher:
 
     def publish(self, job: str, run_id: int | None) -> None:
         from ..errors import one_line
-        from ..runner import job_logger
+        from ..execution import job_logger
 
         log = job_logger(job, run_id)
         try:

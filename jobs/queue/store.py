@@ -322,8 +322,10 @@ def _record(conn: "Connection", outcomes: list[Outcome], host: str, pid: int, no
     for o in outcomes:
         job = o.job
         if job.id not in ours:
+            # Lost like a recurring job's lock: the live worker records `failed`; `abandoned` is the row
+            # reclaim_expired writes for a worker that died.
             result[job.id] = None
-            history.append(_history_row(o, "abandoned", host, pid) | {
+            history.append(_history_row(o, "failed", host, pid) | {
                 "error": o.error or "the claim was lost before the outcome was recorded"})
             continue
         history.append(_history_row(o, o.status, host, pid))

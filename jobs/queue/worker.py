@@ -11,26 +11,16 @@ the worker that took the task back.
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
 
-from .. import clock, signals
+from .. import clock, execution, signals
+from ..claims import GroupRecorder
 from ..config import RetryPolicy
-from ..errors import (
-    DatabaseUnavailable,
-    Interrupted,
-    LeaseLost,
-    PermanentError,
-    TimedOut,
-    UsageError,
-    is_transient,
-    one_line,
-)
+from ..errors import Interrupted, LeaseLost, UsageError, one_line
 from . import args_from_json, store, task_specs
 from .models import FAILED, SCHEDULED, SUCCEEDED
 
@@ -81,64 +71,6 @@ class _Claim:
         """A claim is known lost only by reading its row, which verify does inside the batch."""
 
 
-class _Recorder:
-    """Records outcomes; on a database server, on a thread of its own while the worker claims and runs more.
-
-    The server's share of one batch's bookkeeping (marking the rows, writing their history) then
-    overlaps the next batch's tasks instead of adding to them. One record at a time, in order; its
-    outcomes are reported (log lines, counters) on the worker's thread once it is done. On SQLite,
-    where writers take turns anyway, outcomes go with the next claim in one transaction.
-    """
-
-    def __init__(self, worker: "Worker", report: WorkReport) -> None:
-        self._worker = worker
-        self._report = report
-        self.background = worker.engine.dialect.name != "sqlite"
-        self._pool: Any = None
-        self._inflight: tuple[Any, list[store.Outcome]] | None = None
-
-    def submit(self, pending: list[store.Outcome]) -> None:
-        """Take the outcomes (the list is emptied) and record them, after the ones before."""
-        if not pending:
-            return
-        outcomes = list(pending)
-        pending.clear()
-        self.wait()
-        w = self._worker
-
-        def record() -> dict[int, str | None]:
-            return w._db(lambda: store.record(w.engine, outcomes, w.host, w.pid), "recording outcomes")
-
-        if not self.background:
-            w._report(outcomes, record(), self._report)
-            return
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="cronwarden-record")
-        self._inflight = (self._pool.submit(record), outcomes)
-
-    @property
-    def in_flight(self) -> bool:
-        return self._inflight is not None
-
-    def wait(self) -> None:
-        """Until the outcomes in flight are recorded; raises what recording them raised."""
-        if self._inflight is None:
-            return
-        future, outcomes = self._inflight
-        statuses = future.result()
-        self._inflight = None
-        self._worker._report(outcomes, statuses, self._report)
-
-    def close(self) -> None:
-        try:
-            self.wait()
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-
-
 class Worker:
     def __init__(self, engine: "Engine", *, retry: RetryPolicy | None = None,
                  tasks: "Mapping[str, TaskSpec] | None" = None, batch_size: int = DEFAULT_BATCH) -> None:
@@ -146,8 +78,8 @@ class Worker:
         self.retry = retry or RetryPolicy()
         self.tasks = dict(task_specs() if tasks is None else tasks)
         self.batch_size = batch_size
-        self.host, self.pid = socket.gethostname(), os.getpid()
-        self.token = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
+        self.host, self.pid = execution.owner()
+        self.token = f"{execution.owner_id()}:{uuid.uuid4().hex[:8]}"
         self._ttls = {name: spec.claim_ttl for name, spec in self.tasks.items()}
         from ..context import JobContext
 
@@ -155,14 +87,15 @@ class Worker:
         self._parsed: dict[tuple[str, str], Any] = {}
 
     def _db(self, fn: Callable[[], T], what: str) -> T:
-        from .. import retry
+        return execution.retried(fn, what, self.retry)
 
-        try:
-            return retry.call(fn, self.retry, what=what)
-        except Exception as exc:
-            if is_transient(exc):
-                raise DatabaseUnavailable(f"database unreachable while {what}: {one_line(exc)}") from None
-            raise
+    def recorder(self) -> "GroupRecorder[store.Outcome, dict[int, str | None]]":
+        """Outcomes recorded on a thread of their own on a database server, while the worker claims and runs
+        more: the server's share of one batch's bookkeeping overlaps the next batch's tasks. One record at a
+        time, in order. On SQLite, where writers take turns anyway, they go with the next claim instead."""
+        return GroupRecorder(lambda outcomes: self._db(lambda: store.record(self.engine, outcomes, self.host,
+                                                                            self.pid), "recording outcomes"),
+                             background=self.engine.dialect.name != "sqlite", name="cronwarden-record")
 
     def work(self, *, max_jobs: int | None = None, max_seconds: float | None = None) -> WorkReport:
         """Drain due jobs until none is due, a limit is reached or a signal arrives.
@@ -174,7 +107,7 @@ class Worker:
         """
         report = WorkReport()
         ends = time.monotonic() + max_seconds if max_seconds is not None else None
-        self._recorder = recorder = _Recorder(self, report)
+        self._recorder = recorder = self.recorder()
         with signals.graceful_stop() as stop:
             try:
                 report.reclaimed = len(self._db(lambda: store.reclaim_expired(self.engine, self.host, self.pid),
@@ -186,7 +119,7 @@ class Worker:
                     if stop.requested or (ends is not None and time.monotonic() >= ends):
                         room = 0
                     if recorder.background:
-                        recorder.submit(pending)
+                        self._flush(pending, report)
                         batch = self._db(lambda: store.claim(self.engine, self.token, max(room, 0), self._ttls,
                                                              DEFAULT_CLAIM), "claiming jobs")
                     else:
@@ -197,8 +130,8 @@ class Worker:
                         self._report(pending, statuses, report)
                     if not batch:
                         if recorder.in_flight:
-                            recorder.wait()  # its successes may have released continuations: look again
-                            continue
+                            self._reported(recorder.wait(), report)  # its successes may have released
+                            continue                                  # continuations: look again
                         break
                     report.claimed += len(batch)
                     started = time.monotonic()
@@ -208,7 +141,7 @@ class Worker:
             except Interrupted as exc:
                 report.signal = exc.signum
             finally:
-                recorder.close()
+                self._reported(recorder.close(), report)
             if stop.requested and report.signal is None:
                 report.signal = stop.signum
         return report
@@ -225,14 +158,14 @@ class Worker:
         oldest = 0.0
         for i, job in enumerate(batch):
             if stop.requested or (ends is not None and time.monotonic() >= ends):
-                self._flush(pending)
+                self._flush(pending, report)
                 report.released += self._release(batch[i:], report)
                 return pending
             if pending and time.monotonic() - oldest >= FLUSH_AFTER:
-                self._flush(pending)
+                self._flush(pending, report)
             now = clock.utcnow()
             if now - renewed >= ttl / 2:
-                self._flush(pending)
+                self._flush(pending, report)
                 still = self._db(lambda: store.renew(self.engine, batch[i:], now + ttl), "renewing claims")
                 renewed = now
                 report.lost += len(batch[i:]) - len(still)
@@ -243,7 +176,7 @@ class Worker:
             try:
                 outcome = self._run_one(job, stop)
             except Interrupted as exc:
-                self._flush(pending)
+                self._flush(pending, report)
                 self._release([job], report, record=True, error=one_line(exc))
                 report.released += self._release(batch[i + 1:], report)
                 raise
@@ -252,8 +185,19 @@ class Worker:
             pending.append(outcome)
         return pending
 
-    def _flush(self, pending: list[store.Outcome]) -> None:
-        self._recorder.submit(pending)
+    def _flush(self, pending: list[store.Outcome], report: WorkReport) -> None:
+        """Hand the outcomes (the list is emptied) to the recorder, once the ones before are recorded."""
+        if not pending:
+            return
+        self._reported(self._recorder.wait(), report)
+        self._recorder.put(pending)
+        pending.clear()
+        if not self._recorder.background:
+            self._reported(self._recorder.wait(), report)
+
+    def _reported(self, done: "list[tuple[list[store.Outcome], dict[int, str | None]]]", report: WorkReport) -> None:
+        for outcomes, statuses in done:
+            self._report(outcomes, statuses, report)
 
     def _report(self, pending: list[store.Outcome], statuses: dict[int, str | None], report: WorkReport) -> None:
         for o in pending:
@@ -315,21 +259,11 @@ class Worker:
         ctx = self._context(job=job.job_name, run_id=None, now=job.started_at, engine=self.engine, log=logger,
                          retry=self.retry, stop=stop, held=_Claim(job),
                          deadline=time.monotonic() + task.timeout.total_seconds())
-        try:
-            task.run(ctx, args)
-        except Interrupted:
+        ending = execution.run_in(ctx, task.run, args, timeout=task.timeout)
+        if ending.signal is not None:
             logger.warning("queued job %d interrupted: it goes back to the queue", job.id)
-            raise
-        except LeaseLost as exc:
-            return ended("abandoned", ctx.counts, one_line(exc))
-        except TimedOut:
-            return ended("timed_out", ctx.counts, f"stopped at a batch boundary after its timeout ({task.timeout})")
-        except Exception as exc:  # noqa: BLE001 - every failure is recorded on the row and in history
-            logger.debug("traceback of the failure", exc_info=True)
-            return ended("failed", ctx.counts, one_line(exc), permanent=isinstance(exc, PermanentError))
-        finally:
-            ctx.close()
-        return ended("succeeded", ctx.counts)
+            raise Interrupted(ending.signal)
+        return ended(ending.status.value, ctx.counts, ending.error, permanent=ending.permanent)
 
 
 _LOGGERS: dict[str, Any] = {}
@@ -339,9 +273,7 @@ def _logger(job: store.Claimed):  # noqa: ANN202
     """One logger per task name (the same every time: its lines carry the name, no run id)."""
     logger = _LOGGERS.get(job.job_name)
     if logger is None:
-        from ..runner import job_logger
-
-        logger = _LOGGERS[job.job_name] = job_logger(job.job_name, None)
+        logger = _LOGGERS[job.job_name] = execution.job_logger(job.job_name, None)
     return logger
 
 

@@ -209,7 +209,7 @@ def test_a_worker_that_lost_its_claim_cannot_commit_over_the_worker_that_took_th
         report = drain(queue_engine)
         assert (report.reclaimed, report.succeeded) == (1, 1)
         late = slow._run_one(claimed[0], StopFlag())
-        assert late.status == "abandoned" and "taken over" in late.error
+        assert late.status == "failed" and "taken over" in late.error
         assert store.record(queue_engine, [late], "host", 1) == {job: None}
     assert executions_of(queue_engine, "contested") == 1
     assert (row(queue_engine, job)["status"], row(queue_engine, job)["attempts"]) == ("succeeded", 2)

@@ -13,7 +13,7 @@ from jobs.context import JobContext
 from jobs.models import runs
 from jobs.queue import TaskSpec, enqueue
 from jobs.queue import models as qm
-from jobs.queue.worker import Worker, WorkReport, _Recorder, work
+from jobs.queue.worker import Worker, work
 from tests.queue.tasks import NOOP
 
 q = qm.queued_jobs
@@ -37,7 +37,7 @@ def statuses(engine) -> dict[str, int]:  # noqa: ANN001
 
 
 def test_outcomes_are_recorded_in_the_background_on_a_server_and_with_the_next_claim_on_sqlite(queue_engine):
-    background = _Recorder(Worker(queue_engine, tasks={}), WorkReport()).background
+    background = Worker(queue_engine, tasks={}).recorder().background
     assert background is (queue_engine.dialect.name != "sqlite")
     add_noops(queue_engine, 450)
     threads = threading.active_count()
