@@ -35,13 +35,16 @@ def _app(ctx: typer.Context, *, read_only: bool = False) -> "App":
 
 
 def _db(app: "App", fn: Callable[[], T], what: str) -> T:
-    """Retried like every database call; a command that writes to an SQLite database without the tool's
-    tables creates them first (elsewhere that is `db upgrade`'s work)."""
-    from jobs import tracking
-    from jobs.queue import models  # noqa: F401 - puts the queue table on the tool's metadata
+    """Retried like every database call, once the tool's tables are known to be this version's (a command
+    that writes to the embedded default database creates them; elsewhere that is `db upgrade`'s work)."""
     from jobs.execution import db_call as retried
+    from jobs.schema import require
 
-    return retried(app, lambda: tracking._with_schema(app.engine, fn, create=not app.read_only), what)
+    def checked() -> T:
+        require(app.engine, writes=not app.read_only)
+        return fn()
+
+    return retried(app, checked, what)
 
 
 def _parse_args(pairs: list[str]) -> dict[str, str]:

@@ -119,7 +119,7 @@ def create_default_tables(engine) -> list[str]:  # noqa: ANN001
     lacks (an email_queue of an older version without claimed_by, claimed_at); never drops or changes one."""
     from sqlalchemy import inspect
 
-    from .schema import add_missing_columns
+    from .ddl import add_missing_columns
 
     md = default_metadata()
     changes = []

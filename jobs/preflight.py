@@ -40,9 +40,10 @@ def missing_column(exc: BaseException) -> bool:
     return _code(exc) in ("42703", 1054) or "no such column" in text or "has no column named" in text
 
 
-def tool_schema_problem(safe_url: str, exc: BaseException) -> ConfigError:
-    """The tool's own tables are missing (a fresh database) or lack a column (an older version's)."""
-    if missing_column(exc):
+def tool_schema_problem(safe_url: str, exc: BaseException | None = None, *, older: bool = False) -> ConfigError:
+    """The tool's own tables are missing (a fresh database) or older than this version (a stored version
+    behind this cronwarden's, or a read that found a column missing)."""
+    if older or (exc is not None and missing_column(exc)):
         return ConfigError(f"database {safe_url} holds the tables of an older cronwarden ({UPGRADE})")
     return ConfigError(f"database {safe_url} has no cronwarden tables ({UPGRADE})")
 

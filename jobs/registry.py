@@ -8,18 +8,33 @@ Plugins are loaded only when an invocation needs them, so a built-in tick stays 
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from .errors import ConfigError
 from .spec import JobSpec
 
+if TYPE_CHECKING:
+    from .extensions import Extension
+
 ENTRY_POINT_GROUP = "cronwarden.jobs"
+BUILTIN_EXTENSIONS = ("jobs.queue.models",)  # each registers itself (jobs.extensions) when imported
 
 
 def builtin_specs() -> tuple[JobSpec, ...]:
     from .builtin import BUILTIN_JOBS
 
     return BUILTIN_JOBS
+
+
+def builtin_extensions() -> tuple["Extension", ...]:
+    """The extensions the tool ships with, registered: read when the whole schema is needed (`db upgrade`)."""
+    from importlib import import_module
+
+    from .extensions import registered
+
+    for module in BUILTIN_EXTENSIONS:
+        import_module(module)
+    return registered()
 
 
 def load_entry_points(group: str, kind: str) -> Iterator[tuple[str, Any]]:

@@ -1,76 +1,84 @@
-"""`db upgrade`: create the tool's tables, or add what an older version lacks. Never drops."""
+"""Whether the tool's tables are the version this cronwarden knows: read once per engine before the first use.
+
+A read never changes the schema. `db upgrade` does (jobs.migrations); so does a command that writes to the
+embedded default database (`sqlite:///cronwarden.db`, the URL the tool uses when none is configured), on
+first use, so that the first tick on a fresh machine just works. Anywhere else a missing or older schema,
+or one of a newer cronwarden, is a ConfigError (exit 78) naming the fix, and nothing is touched.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from weakref import WeakSet
 
-from sqlalchemy import inspect, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from .models import SCHEMA_VERSION, metadata, schema_version
-from .queue import models as _queue_models  # noqa: F401 - registers queued_jobs on the tool's metadata
+from .models import SCHEMA_VERSION, schema_version
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.engine import Engine
+
+    from .errors import ConfigError
+
+_CURRENT: "WeakSet[Engine]" = WeakSet()
+
+
+def require(engine: "Engine", *, writes: bool) -> None:
+    """Refuse (ConfigError) unless the database holds this version's tables; one read per engine.
+
+    writes: the command writes (a job run, pause, enqueue...): on the embedded default database it then
+    creates or upgrades the tables itself.
+    """
+    if engine in _CURRENT:
+        return
+    stored = stored_version(engine)
+    if stored != SCHEMA_VERSION:
+        if stored is not None and stored > SCHEMA_VERSION:
+            raise newer_problem(engine, stored)
+        if not (writes and is_embedded_default(engine)):
+            from .preflight import tool_schema_problem
+
+            raise tool_schema_problem(_safe_url(engine), older=stored is not None)
+        upgrade(engine)
+    _CURRENT.add(engine)
+
+
+def stored_version(engine: "Engine") -> int | None:
+    """The stored schema version, or None when the database has no cronwarden tables."""
+    from .preflight import missing_table
+
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            return conn.execute(select(schema_version.c.version).where(schema_version.c.id == 1)).scalar()
+    except (OperationalError, ProgrammingError) as exc:
+        if missing_table(exc):
+            return None
+        raise
 
 
 def upgrade(engine: "Engine") -> list[str]:
-    """Bring the tool's tables to the current version; returns what it changed. Idempotent."""
-    try:
-        return _upgrade(engine)
-    except DBAPIError:
-        # Another process created the same tables at the same moment: look again.
-        return _upgrade(engine)
+    """`db upgrade`: bring the tool's tables to this version (jobs.migrations); returns what changed."""
+    from .migrations import upgrade as migrate
 
-
-def _upgrade(engine: "Engine") -> list[str]:
-    changes: list[str] = []
-    with engine.begin() as conn:
-        existing = set(inspect(conn).get_table_names())
-        for table in metadata.sorted_tables:
-            if table.name not in existing:
-                table.create(conn, checkfirst=True)
-                changes.append(f"created table {table.name}")
-            else:
-                changes.extend(add_missing_columns(conn, table))
-        current = conn.execute(select(schema_version.c.version).where(schema_version.c.id == 1)).scalar()
-        if current is None:
-            conn.execute(schema_version.insert().values(id=1, version=SCHEMA_VERSION))
-        elif current < SCHEMA_VERSION:
-            conn.execute(schema_version.update().where(schema_version.c.id == 1).values(version=SCHEMA_VERSION))
-            changes.append(f"schema version {current} -> {SCHEMA_VERSION}")
+    changes = migrate(engine)
+    _CURRENT.add(engine)
     return changes
 
 
-def add_missing_columns(conn: "Connection", table) -> list[str]:  # noqa: ANN001
-    present = {col["name"] for col in inspect(conn).get_columns(table.name)}
-    added = []
-    preparer = conn.dialect.identifier_preparer
-    for column in table.columns:
-        if column.name in present:
-            continue
-        ddl_type = column.type.compile(dialect=conn.dialect)
-        default = _default_sql(conn, column)
-        conn.exec_driver_sql(
-            f"ALTER TABLE {preparer.quote(table.name)} ADD COLUMN {preparer.quote(column.name)} {ddl_type}{default}"
-        )
-        added.append(f"added column {table.name}.{column.name}")
-    return added
+def is_embedded_default(engine: "Engine") -> bool:
+    from .config import DEFAULT_DATABASE_URL
+
+    return engine.url.render_as_string() == DEFAULT_DATABASE_URL
 
 
-def _default_sql(conn: "Connection", column) -> str:  # noqa: ANN001
-    """The column's default for ALTER TABLE ... ADD COLUMN: its server default, else its scalar Python default.
+def newer_problem(engine: "Engine", stored: int) -> "ConfigError":
+    from .errors import ConfigError
 
-    SQLite cannot add a column whose default is an expression; there the column is added without one.
-    """
-    server = getattr(column.server_default, "arg", None)
-    if isinstance(server, str):
-        return " DEFAULT '" + server.replace("'", "''") + "'"
-    if server is not None:
-        if conn.dialect.name == "sqlite" and not str(server).strip().lstrip("-").isdigit():
-            return ""
-        return f" DEFAULT {server.compile(dialect=conn.dialect)}"
-    if column.default is not None and getattr(column.default, "is_scalar", False):
-        value = column.default.arg
-        return f" DEFAULT {int(value) if isinstance(value, bool) else value!r}"
-    return ""
+    return ConfigError(f"database {_safe_url(engine)} holds the tables of a newer cronwarden (schema version "
+                       f"{stored}; this one knows {SCHEMA_VERSION}): run that cronwarden or a later one, "
+                       f"not this one")
+
+
+def _safe_url(engine: "Engine") -> str:
+    return engine.url.render_as_string(hide_password=True)

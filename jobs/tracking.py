@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, Iterable
 
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from .clock import is_never
 from .models import executions, runs
+from .schema import require
 from .outcome import RunStatus, Trigger
 from .schedule import DueState, next_due, retry_at, satisfied_slot
 
@@ -20,38 +21,15 @@ if TYPE_CHECKING:
 
     from .config import Config, JobConfig
 
-T = TypeVar("T")
 log = logging.getLogger("cronwarden.tracking")
 
 
-def _with_schema(engine: "Engine", read: Callable[[], T], *, create: bool = False) -> T:
-    """Run a read of the tool's tables; when they are missing or older than this version, a command that
-    writes (create=True) to an SQLite database upgrades them first (the first tick on a fresh file just
-    works); anywhere else that is `db upgrade`'s work: ConfigError naming the database and the fix."""
-    from . import preflight
-
-    try:
-        return read()
-    except (OperationalError, ProgrammingError) as exc:
-        if not (preflight.missing_table(exc) or preflight.missing_column(exc)):
-            raise
-        if not create or engine.dialect.name != "sqlite":
-            raise preflight.tool_schema_problem(engine.url.render_as_string(hide_password=True), exc) from None
-    from .schema import upgrade
-
-    upgrade(engine)
-    return read()
-
-
 def read_state(engine: "Engine", job: str) -> "RowMapping | None":
-    """The job's tracking row: the one indexed read a not-due tick costs (a job run may create the tables
-    of a fresh SQLite file)."""
-
-    def read() -> "RowMapping | None":
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            return conn.execute(select(executions).where(executions.c.job_name == job)).mappings().first()
-
-    return _with_schema(engine, read, create=True)
+    """The job's tracking row: the one indexed read a not-due tick costs, after the schema's version (read
+    once per engine; a command that writes may create the embedded default database's tables)."""
+    require(engine, writes=True)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        return conn.execute(select(executions).where(executions.c.job_name == job)).mappings().first()
 
 
 def due_state(row: "RowMapping | None", job: "JobConfig") -> DueState | None:
@@ -238,7 +216,7 @@ def note_seen(engine: "Engine", names: "list[str]", now: datetime) -> list[str]:
 
 def set_paused(engine: "Engine", job: str, paused: bool, by: str, now: datetime) -> bool:
     """Pause or resume everywhere at once; returns whether anything changed."""
-    read_state(engine, job)  # creates the tables on a fresh database
+    require(engine, writes=True)
     with engine.begin() as conn:
         row = conn.execute(select(executions.c.paused).where(executions.c.job_name == job)).first()
         if row is not None and bool(row.paused) == paused:
@@ -254,7 +232,8 @@ def all_states(engine: "Engine", seen: "Iterable[str]" = (), now: datetime | Non
         with engine.connect() as conn:
             return {r["job_name"]: r for r in conn.execute(select(executions)).mappings().all()}
 
-    states = _with_schema(engine, read)
+    require(engine, writes=False)
+    states = read()
     unseen = [name for name in seen if name not in states or states[name]["first_seen_at"] is None]
     if unseen and now is not None:
         try:
@@ -271,19 +250,15 @@ def history(engine: "Engine", job: str | None, limit: int) -> list["RowMapping"]
     if job:
         query = query.where(runs.c.job_name == job)
 
-    def read() -> list["RowMapping"]:
-        with engine.connect() as conn:
-            return list(conn.execute(query).mappings().all())
-
-    return _with_schema(engine, read)
+    require(engine, writes=False)
+    with engine.connect() as conn:
+        return list(conn.execute(query).mappings().all())
 
 
 def run_counts(engine: "Engine") -> dict[tuple[str, str], int]:
     """Runs per (job, status) still in history, for metrics."""
     query = select(runs.c.job_name, runs.c.status, func.count()).group_by(runs.c.job_name, runs.c.status)
 
-    def read() -> dict[tuple[str, str], int]:
-        with engine.connect() as conn:
-            return {(job, status): n for job, status, n in conn.execute(query).all()}
-
-    return _with_schema(engine, read)
+    require(engine, writes=False)
+    with engine.connect() as conn:
+        return {(job, status): n for job, status, n in conn.execute(query).all()}

@@ -123,3 +123,24 @@ def test_a_not_due_tick_imports_no_retry_lock_or_driver_machinery(sqlite_workspa
                             cwd=sqlite_workspace.path, env=sqlite_workspace.env(), timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"a not-due tick imported {result.stdout.strip()}"
+
+
+def test_the_core_schema_never_imports_the_queue_which_registers_itself_as_an_extension():
+    for name in ("models", "schema", "migrations", "ddl", "tracking", "extensions"):
+        path = REPO / "jobs" / f"{name}.py"
+        bad = {m for m in _imports(path) if m == "jobs.queue" or m.startswith("jobs.queue.")}
+        assert not bad, f"{path.relative_to(REPO)} imports {bad}"
+    from jobs.extensions import registered
+    from jobs.registry import builtin_extensions
+
+    assert "queue" in {ext.name for ext in builtin_extensions()} and registered() == builtin_extensions()
+
+
+def test_a_not_due_tick_imports_no_migration_or_ddl(sqlite_workspace):
+    sqlite_workspace.run("refresh-token-cleanup")
+    probe = ("import sys\nfrom cli.app import main\ncode = main(['refresh-token-cleanup'])\n"
+             "print(code, ','.join(m for m in ('jobs.migrations', 'jobs.ddl', 'jobs.queue') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            cwd=sqlite_workspace.path, env=sqlite_workspace.env(), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0"], result.stdout

@@ -99,6 +99,7 @@ def test_db_upgrade_adds_first_seen_to_a_tracking_table_of_an_older_version(work
 
     with engine.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE recurring_job_executions DROP COLUMN first_seen_at")
+        conn.exec_driver_sql("UPDATE cronwarden_schema SET version = 2")
     result = cli(workspace, "db", "upgrade")
     assert result.exit_code == 0
     assert "added column recurring_job_executions.first_seen_at" in result.stdout

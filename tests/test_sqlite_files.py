@@ -120,7 +120,7 @@ def root_owned_database(shared) -> Path:
         if CI:
             raise RuntimeError("the read-only SQLite tests must run under CI=true, as root (they drop to nobody)")
         pytest.skip("needs a second user: run as root (the tests drop to nobody)")
-    done = ws.run("log-cleanup")
+    done = ws.upgrade().run("log-cleanup")
     assert done.returncode == 0, done.stderr
     (shared / "cronwarden.toml").unlink()
     (shared / "cronwarden.db").chmod(0o644)

@@ -1,15 +1,17 @@
-"""The queue table, on the tool's own MetaData so `db upgrade` creates it with the others."""
+"""The queue table, registered with the core as an extension: `db upgrade` creates it as step 2 of the tool's
+schema (jobs.migrations), without the core importing the queue."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Column, Index, Integer, String, Table, Text, text
+from sqlalchemy import Column, Index, Integer, MetaData, String, Table, Text, text
 
-from ..models import UTCDateTime, metadata
+from ..extensions import Extension, Migration, register
+from ..models import UTCDateTime
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
 
 SCHEDULED = "scheduled"
 ENQUEUED = "enqueued"
@@ -21,6 +23,8 @@ CANCELLED = "cancelled"
 STATUSES = (SCHEDULED, ENQUEUED, AWAITING, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 WAITING = (SCHEDULED, ENQUEUED)
 FINISHED = (SUCCEEDED, FAILED, CANCELLED)
+
+metadata = MetaData()
 
 queued_jobs = Table(
     "queued_jobs",
@@ -54,6 +58,15 @@ queued_jobs = Table(
 )
 
 
+def _create(conn: "Connection") -> list[str]:
+    from ..ddl import create_tables
+
+    return create_tables(conn, queued_jobs)
+
+
 def create(engine: "Engine") -> None:
-    """Create the queue table if it is missing (what `db upgrade` does once jobs.schema imports this module)."""
+    """Create the queue table if it is missing (outside `db upgrade`: the queue's own tests)."""
     queued_jobs.create(engine, checkfirst=True)
+
+
+EXTENSION = register(Extension("queue", tables=(queued_jobs,), migrations=(Migration(2, _create),)))
