@@ -1,6 +1,7 @@
 """cronwarden's public job API: everything a job may import, the built-in jobs included.
 
-    from cronwarden import JobContext, JobSpec, setting
+    from cronwarden import JobContext, JobSpec, setting     # a recurring job
+    from cronwarden import TaskSpec, enqueue                 # a one-off task, and queueing one
 
 The framework lives in the `jobs` package (the older `from jobs import JobSpec` still works);
 this name cannot collide with an application's own `jobs` package. Each name is loaded on
@@ -30,6 +31,9 @@ _HOMES = {
     "After": "jobs.batches",
     "oldest_first": "jobs.batches",
     "by_key": "jobs.batches",
+    "TaskSpec": "jobs.queue",
+    "enqueue": "jobs.queue",
+    "InvalidArguments": "jobs.queue",
 }
 
 __all__ = sorted(_HOMES)
@@ -41,6 +45,7 @@ if TYPE_CHECKING:
     from jobs.context import JobContext
     from jobs.errors import ConfigError, PermanentError, TransientError
     from jobs.files import atomic_write, private_directory
+    from jobs.queue import InvalidArguments, TaskSpec, enqueue
     from jobs.secrets import Secret, redact
     from jobs.settings import NoSettings, setting
     from jobs.spec import JobSpec
