@@ -1,4 +1,5 @@
-"""cronwarden's job framework. The job-author API is what this module exports, nothing else."""
+"""cronwarden's job framework. Jobs import its public API as `cronwarden` (see cronwarden/__init__.py);
+these names stay importable from here for jobs written before that name existed."""
 
 from .context import JobContext
 from .errors import PermanentError, TransientError
