@@ -80,7 +80,7 @@ class Row:
 
 
 def _messages() -> Callable[[int], object]:
-    from jobs.builtin.email_queue import message_id
+    from jobs.builtin.email_rows import message_id
     from jobs.builtin.mail_transport import Sender, compose
 
     sender = Sender.parse(FROM)

@@ -34,6 +34,8 @@ _HOMES = {
     "TaskSpec": "jobs.queue",
     "enqueue": "jobs.queue",
     "InvalidArguments": "jobs.queue",
+    "GroupRecorder": "jobs.claims",
+    "ClaimAhead": "jobs.claims",
 }
 
 __all__ = sorted(_HOMES)
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from jobs.app_tables import ref
     from jobs.batches import After, BatchSize, by_key, oldest_first
     from jobs.checks import identifier
+    from jobs.claims import ClaimAhead, GroupRecorder
     from jobs.context import JobContext
     from jobs.errors import ConfigError, PermanentError, TransientError
     from jobs.files import atomic_write, private_directory

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 
-from .email_queue import queue_table
+from .email_rows import queue_table
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine, RowMapping

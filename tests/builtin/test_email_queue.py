@@ -22,7 +22,7 @@ import time_machine
 from sqlalchemy import Column, Integer, MetaData, Table, Text, insert, select, text
 
 from jobs.app_tables import default_metadata
-from jobs.builtin.email_queue import Outcome, Recorder, claim, queue_table, write_outcomes
+from jobs.builtin.email_rows import Outcome, claim, queue_table, write_outcomes
 from jobs.builtin.mail_transport import Rejected, Sender, compose
 from jobs.models import UTCDateTime
 from tests.builtin.conftest import free_port, server_tls_context
@@ -397,19 +397,27 @@ def test_concurrent_claimers_never_take_the_same_row(engine):
     assert by_claimer == {"host:a", "host:b"}
 
 
-def test_a_recorder_that_cannot_write_stops_the_sender_and_hands_back_every_outcome(sqlite_url):
+def test_a_recorder_that_cannot_write_stops_the_sender_and_keeps_every_outcome(sqlite_url):
+    from jobs.config import RetryPolicy
+    from jobs.context import JobContext
     from jobs.db import make_engine
+    from jobs.execution import job_logger
+    from jobs.signals import StopFlag
 
     engine = make_engine(sqlite_url)
-    recorder = Recorder(engine, queue_table("no_such_table"))
+    ctx = JobContext(job="email-queue", run_id=None, now=NOW, engine=engine, log=job_logger("email-queue", None),
+                     retry=RetryPolicy(), stop=StopFlag(), held=None)
+    recorder = ctx.recorder(write_outcomes, queue_table("no_such_table"), window=0.01, max_items=1000)
     outcomes = [Outcome(i, "host:1", NOW, "sent", 1, None, None, NOW) for i in range(3)]
-    recorder.put(outcomes[0])
+    recorder.put([outcomes[0]])
     assert wait_for(lambda: recorder.error is not None, timeout=10)
     with pytest.raises(type(recorder.error)):
         recorder.check()
-    recorder.put(outcomes[1])
-    recorder.put(outcomes[2])
-    assert recorder.close() == outcomes
+    recorder.put([outcomes[1]])
+    recorder.put([outcomes[2]])
+    with pytest.raises(type(recorder.error)):
+        recorder.close()
+    assert recorder.unwritten == outcomes
     engine.dispose()
 
 
