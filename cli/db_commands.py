@@ -31,7 +31,7 @@ def upgrade(
     from jobs.execution import db_call
 
     state = ctx.find_root().obj
-    app = state.app()
+    app = state.app(creates=True)
     changes = db_call(app, lambda: schema.upgrade(app.engine), "upgrading the schema")
     from jobs import clock, tracking
 
@@ -63,7 +63,7 @@ def demo(ctx: typer.Context) -> int:
 
     state = ctx.find_root().obj
     state.config_path = str(demo_data.write_config())
-    app = state.app()
+    app = state.app(creates=True)
     if app.engine.dialect.name != "sqlite":
         raise UsageError("demo runs on the embedded SQLite database only; unset CRONWARDEN_DATABASE_URL")
     schema.upgrade(app.engine)

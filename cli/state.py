@@ -26,11 +26,12 @@ class State:
     pushgateway: str | None = None
     _app: "App | None" = field(default=None, repr=False)
 
-    def app(self, *, progress: bool = False, read_only: bool = False) -> "App":
+    def app(self, *, progress: bool = False, read_only: bool = False, creates: bool = False) -> "App":
         """Load and validate the configuration (ConfigError → 78) and build the App.
 
         read_only: the command only reads (status, check, history, list, metrics, queue list/show), so it
-        never creates the database or a table.
+        never creates the database or a table. creates: `db upgrade` and `demo`, the commands that create a
+        database other than the embedded default.
         """
         if self._app is not None:
             return self._app
@@ -47,7 +48,7 @@ class State:
 
             specs = all_specs(with_plugins=True)
         config = config_mod.load(raw, specs, database_url=self.database_url, source=path)
-        app = App(config, read_only=read_only)
+        app = App(config, read_only=read_only, creates=creates)
         attach(app, metrics_file=self.metrics_file, pushgateway=self.pushgateway)
         self._app = app
         if progress and not self.quiet and sys.stderr.isatty() and self.log_format == "text":

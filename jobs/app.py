@@ -33,16 +33,19 @@ class App:
     progress: Callable[[str], Progress] = field(default=lambda _job: NoProgress())
     observers: list[Observer] = field(default_factory=list)
     read_only: bool = False  # a command that only reads: it never creates the database or a table
+    creates: bool = False  # `db upgrade`, `demo`: may create the database (an SQLite file) and the tool's tables
     _engine: "Engine | None" = None
     _locks: "LockBackend | None" = None
 
     @property
     def engine(self) -> "Engine":
         if self._engine is None:
+            from .config import embedded_default
             from .db import make_engine
 
-            self._engine = make_engine(self.config.database_url, bounds=self.config.locks.host_loss(),
-                                       read_only=self.read_only)
+            url = self.config.database_url
+            self._engine = make_engine(url, bounds=self.config.locks.host_loss(), read_only=self.read_only,
+                                       create=self.creates or embedded_default(url))
         return self._engine
 
     @property

@@ -21,7 +21,7 @@ from .spec import JobSpec
 if TYPE_CHECKING:
     from .host_loss import HostLossBounds
 
-DEFAULT_DATABASE_URL = "sqlite:///cronwarden.db"
+DEFAULT_DATABASE_URL = "sqlite:///cronwarden.db"  # the embedded default: the only database created on first use
 DEFAULT_RETRY_DELAYS = (timedelta(seconds=60), timedelta(seconds=300), timedelta(seconds=900))
 LOCK_BACKENDS = ("auto", "file", "postgres", "mysql", "lease")
 COMMON_JOB_KEYS = ("enabled", "interval", "cron", "timezone", "retry_delays", "timeout", "grace", "ping_url",
@@ -90,6 +90,12 @@ class Config:
 
     def job(self, name: str) -> JobConfig:
         return self.jobs[name]
+
+
+def embedded_default(url: str) -> bool:
+    """The embedded default database (a file in the working directory), however it was named: a command that
+    writes creates it and its tables on first use; every other database is created by `db upgrade`."""
+    return url.strip() == DEFAULT_DATABASE_URL
 
 
 def find_config_file(explicit: str | None, environ: Mapping[str, str]) -> Path | None:

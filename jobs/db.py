@@ -75,13 +75,15 @@ def dialect_of(url: str) -> str:
 
 
 def make_engine(url: str, *, pool_size: int = 2, bounds: "HostLossBounds | None" = None,
-                read_only: bool = False) -> "Engine":
+                read_only: bool = False, create: bool = True) -> "Engine":
     """One engine per invocation: pre-ping, SQLite in WAL mode; on a server, every timeout and session
     setting that bounds a silent or vanished peer derives from `bounds` ([locks] host_loss_bound).
 
     read_only: for commands that only read. On SQLite it never creates the database file (a missing
     one is a ConfigError) and opens it read-only where this user cannot write it; a command that
-    writes creates a missing file and folder private to its user (jobs.sqlite_file).
+    writes creates a missing file and folder private to its user (jobs.sqlite_file) when `create`,
+    else a missing file is a ConfigError too (only `db upgrade` creates a database other than the
+    embedded default).
     """
     from sqlalchemy import create_engine, event
     from sqlalchemy.engine import make_url
@@ -99,6 +101,8 @@ def make_engine(url: str, *, pool_size: int = 2, bounds: "HostLossBounds | None"
 
             uri = sqlite_file.reader_uri(path, redact(url))
             kwargs = {"creator": lambda: sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)}
+        elif path is not None and not create and not path.exists():
+            raise sqlite_file.missing(path, redact(url))
         elif path is not None:
             sqlite_file.prepare(path)
         engine = create_engine(normalized, **kwargs)

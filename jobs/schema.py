@@ -67,9 +67,9 @@ def upgrade(engine: "Engine") -> list[str]:
 
 
 def is_embedded_default(engine: "Engine") -> bool:
-    from .config import DEFAULT_DATABASE_URL
+    from .config import embedded_default
 
-    return engine.url.render_as_string() == DEFAULT_DATABASE_URL
+    return embedded_default(engine.url.render_as_string())
 
 
 def newer_problem(engine: "Engine", stored: int) -> "ConfigError":

@@ -36,8 +36,7 @@ def reader_uri(path: Path, safe_url: str) -> str:
     try:
         path.stat()
     except (FileNotFoundError, NotADirectoryError):
-        where = "" if path.is_absolute() else f" ({os.path.abspath(path)})"
-        raise ConfigError(f"database {safe_url}{where} does not exist: {FIX}") from None
+        raise missing(path, safe_url) from None
     except OSError as exc:
         raise problem(path, exc) from None
     if not os.path.isfile(path):
@@ -52,6 +51,11 @@ def reader_uri(path: Path, safe_url: str) -> str:
     if Path(f"{path}-wal").exists():
         return uri + "?mode=ro"
     return uri + "?mode=ro&immutable=1"
+
+
+def missing(path: Path, safe_url: str) -> ConfigError:
+    where = "" if path.is_absolute() else f" ({os.path.abspath(path)})"
+    return ConfigError(f"database {safe_url}{where} does not exist: {FIX}")
 
 
 def _can_write(path: Path) -> bool:

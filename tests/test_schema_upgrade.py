@@ -124,6 +124,20 @@ def test_a_command_that_writes_creates_no_table_outside_the_embedded_default(tmp
     assert tables(db_url) == set()
 
 
+@pytest.mark.parametrize("command", [("refresh-token-cleanup",), ("pause", "log-cleanup"), ("work",)], ids=" ".join)
+def test_a_command_that_writes_creates_no_sqlite_file_but_the_embedded_default(tmp_path, cli, command):
+    url = f"sqlite:///{tmp_path / 'var' / 'cronwarden.db'}"
+    ws = Workspace(tmp_path, url)
+    ws.write_config("")
+    result = cli(ws, *command)
+    assert result.exit_code == 78
+    assert one_line(result).endswith(f"database {url} does not exist: run `cronwarden db upgrade` to create it, or "
+                                     f"set CRONWARDEN_DATABASE_URL to the right database")
+    assert not (tmp_path / "var").exists()
+    assert cli(ws, "db", "upgrade", "--app-tables").exit_code == 0
+    assert cli(ws, *command).exit_code == 0
+
+
 def test_the_embedded_default_database_is_brought_up_to_date_by_its_first_writing_command(tmp_path, cli):
     ws = bare(tmp_path)
     url = f"sqlite:///{ws.path / 'cronwarden.db'}"

@@ -84,7 +84,7 @@ def test_the_database_its_wal_and_shm_lock_files_and_outbox_are_private_even_wit
 
 def test_a_folder_the_user_cannot_write_is_named(shared):
     shared.chmod(0o555)
-    result = as_user(shared, f"sqlite:///{shared}/cronwarden.db", "refresh-token-cleanup")
+    result = as_user(shared, f"sqlite:///{shared}/cronwarden.db", "db", "upgrade")
     assert result.returncode == 78
     assert result.stderr.strip().splitlines() == [
         f"cronwarden: error: configuration: SQLite database {shared}/cronwarden.db: its folder {shared} is not "
