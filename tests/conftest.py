@@ -1,4 +1,7 @@
-"""Shared fixtures: real databases (skip locally, fail under CI=true), the CLI in and out of process."""
+"""Shared fixtures: real databases (skip locally, fail under CI=true), the CLI in and out of process.
+
+Each test process (one per pytest-xdist worker) has one database per server, reset between tests
+(tests/databases.py) instead of created and dropped per test."""
 
 from __future__ import annotations
 
@@ -8,9 +11,12 @@ import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.databases import ServerDatabase
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_ADMIN_URL = os.environ.get("CRONWARDEN_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -26,27 +32,34 @@ def _unavailable(what: str, exc: Exception) -> None:
     pytest.skip(f"{what} unavailable (not running or not reachable): {type(exc).__name__}")
 
 
-def _fresh_database(admin_url: str, what: str) -> Iterator[str]:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
+def _server_database(admin_url: str, what: str) -> Iterator["ServerDatabase"]:
+    from tests.databases import ServerDatabase
 
-    name = f"cw_{uuid.uuid4().hex[:12]}"
     try:
-        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT",
-                              connect_args={"connect_timeout": 3})
-        with admin.connect() as conn:
-            conn.execute(text(f"CREATE DATABASE {name}"))
+        database = ServerDatabase(admin_url)
     except Exception as exc:  # noqa: BLE001
         _unavailable(what, exc)
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            if admin.dialect.name == "postgresql":
-                conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            else:
-                conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
-        admin.dispose()
+    yield database
+    database.drop()
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator["ServerDatabase"]:
+    """This test process's PostgreSQL database, created once (a missing server skips, or fails under CI)."""
+    yield from _server_database(PG_ADMIN_URL, "PostgreSQL")
+
+
+@pytest.fixture(scope="session")
+def mysql_database() -> Iterator["ServerDatabase"]:
+    """This test process's MariaDB database, created once (a missing server skips, or fails under CI)."""
+    yield from _server_database(MYSQL_ADMIN_URL, "MariaDB")
+
+
+def _server_url(request: pytest.FixtureRequest, database: "ServerDatabase") -> str:
+    """The database as a new one would be; the `engine` fixture, when the test has it, sets it up instead."""
+    if "engine" not in request.fixturenames:
+        database.empty()
+    return database.url
 
 
 @pytest.fixture
@@ -55,13 +68,20 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
-    yield from _fresh_database(PG_ADMIN_URL, "PostgreSQL")
+def pg_url(request: pytest.FixtureRequest, pg_database: "ServerDatabase") -> str:
+    return _server_url(request, pg_database)
 
 
 @pytest.fixture
-def mysql_url() -> Iterator[str]:
-    yield from _fresh_database(MYSQL_ADMIN_URL, "MariaDB")
+def mysql_url(request: pytest.FixtureRequest, mysql_database: "ServerDatabase") -> str:
+    return _server_url(request, mysql_database)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A `backend_neutral` test (its SQL is the same everywhere: rendering, argv, config) runs on SQLite only."""
+    if "db_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker("backend_neutral"):
+        metafunc.definition.add_marker(pytest.mark.parametrize("db_url", ["sqlite"], indirect=True))
 
 
 @pytest.fixture(params=["sqlite", "postgres", "mariadb"])
@@ -71,15 +91,28 @@ def db_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue(name)
 
 
-@pytest.fixture
-def engine(db_url: str):  # noqa: ANN201
+def _standard_tables(url: str) -> None:
+    """The tool's tables as `db upgrade` creates them, and the default application tables."""
     from jobs.app_tables import create_default_tables
     from jobs.db import make_engine
     from jobs.schema import upgrade
 
-    eng = make_engine(db_url)
+    eng = make_engine(url)
     upgrade(eng)
     create_default_tables(eng)
+    eng.dispose()
+
+
+@pytest.fixture
+def engine(request: pytest.FixtureRequest, db_url: str):  # noqa: ANN201
+    from jobs.db import make_engine
+
+    if db_url.startswith("sqlite"):
+        _standard_tables(db_url)
+    else:
+        request.getfixturevalue("pg_database" if db_url.startswith("postgresql") else "mysql_database").standard(
+            _standard_tables)
+    eng = make_engine(db_url)
     yield eng
     eng.dispose()
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 
+import pytest
 import time_machine
 
 T0 = datetime(2026, 5, 4, 3, 0, tzinfo=timezone.utc)
@@ -29,6 +30,7 @@ def test_status_json_reports_last_run_next_due_and_streak(workspace, cli):
     assert job["consecutive_failures"] == 0 and job["last_error"] is None
 
 
+@pytest.mark.backend_neutral
 def test_status_table_shows_every_job_in_plain_columns_without_a_terminal(workspace, cli):
     with at(T0):
         cli(workspace, "refresh-token-cleanup")
@@ -48,6 +50,7 @@ def test_history_lists_runs_newest_first_with_counts(workspace, cli):
     assert runs[0]["started_at"].startswith("2026-05-04T07:00") and runs[0]["counts"] == {"deleted": 0}
 
 
+@pytest.mark.backend_neutral
 def test_history_of_an_unknown_job_is_a_usage_error(workspace, cli):
     result = cli(workspace, "history", "nope")
     assert result.exit_code == 2 and "unknown job" in result.stderr
@@ -75,6 +78,7 @@ def test_check_fails_for_a_failing_job_and_names_the_error(plugin_workspace, cli
     assert "FAILING test-fail: 1 failure(s) in a row, last: boom" in result.stdout
 
 
+@pytest.mark.backend_neutral
 def test_quiet_prints_nothing_on_success_or_skip(workspace, cli):
     ran = cli(workspace, "--quiet", "refresh-token-cleanup", "--force")
     skipped = cli(workspace, "--quiet", "refresh-token-cleanup")
@@ -82,6 +86,7 @@ def test_quiet_prints_nothing_on_success_or_skip(workspace, cli):
     assert (skipped.exit_code, skipped.stdout, skipped.stderr) == (0, "", "")
 
 
+@pytest.mark.backend_neutral
 def test_without_a_terminal_a_run_prints_plain_log_lines_only(workspace):
     result = workspace.run("refresh-token-cleanup")
     assert result.returncode == 0 and result.stdout == ""
@@ -91,6 +96,7 @@ def test_without_a_terminal_a_run_prints_plain_log_lines_only(workspace):
     assert "INFO refresh-token-cleanup run=1: succeeded" in lines[1] and "deleted=0" in lines[1]
 
 
+@pytest.mark.backend_neutral
 def test_json_prints_exactly_one_object(workspace):
     result = workspace.run("refresh-token-cleanup", "--json")
     report = json.loads(result.stdout)
@@ -120,6 +126,7 @@ def _in_terminal(ws, *args: str) -> str:  # noqa: ANN001
     return b"".join(chunks).decode("utf-8", "replace")
 
 
+@pytest.mark.backend_neutral
 def test_at_a_terminal_a_run_ends_with_a_summary_table(workspace):
     screen = _in_terminal(workspace, "refresh-token-cleanup")
     assert "refresh-token-cleanup" in screen and "succeeded" in screen
@@ -127,6 +134,7 @@ def test_at_a_terminal_a_run_ends_with_a_summary_table(workspace):
     assert "INFO" not in screen
 
 
+@pytest.mark.backend_neutral
 def test_at_a_terminal_status_is_a_rich_table(workspace):
     workspace.run("refresh-token-cleanup")
     screen = _in_terminal(workspace, "status")

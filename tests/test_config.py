@@ -57,6 +57,7 @@ def _fingerprint(ws, engine) -> tuple:  # noqa: ANN001
     return counts, digest
 
 
+@pytest.mark.backend_neutral
 @pytest.mark.parametrize("case,toml,key", BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
 def test_bad_config_exits_78_with_one_line_naming_the_key(workspace, engine, cli, case, toml, key):
     workspace.write_config(toml)

@@ -56,6 +56,7 @@ def test_failing_job_exits_1_and_records_error_and_streak(plugin_workspace, cli)
     assert [r["status"] for r in runs] == ["failed", "failed"] and all("boom" in r["error"] for r in runs)
 
 
+@pytest.mark.backend_neutral
 def test_failure_is_one_log_line_with_job_and_run_id(plugin_workspace):
     result = plugin_workspace.run("--quiet", "test-fail")
     assert result.returncode == 1

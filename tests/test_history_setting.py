@@ -6,6 +6,7 @@ import json
 import socket
 from datetime import datetime, timedelta, timezone
 
+import pytest
 import time_machine
 
 from jobs import tracking
@@ -60,6 +61,7 @@ def test_a_failed_idle_run_is_always_kept(workspace, cli) -> None:
     assert [r["status"] for r in _runs(cli, workspace)] == ["failed"]
 
 
+@pytest.mark.backend_neutral
 def test_an_unknown_history_value_is_a_configuration_error(workspace, cli) -> None:
     workspace.write_config(f'[jobs.{JOB}]\nhistory = "none"\n')
     result = cli(workspace, JOB)

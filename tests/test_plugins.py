@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 
+
+@pytest.mark.backend_neutral
 def test_user_job_gets_a_subcommand_tracking_and_history(plugin_workspace, cli):
     help_text = cli(plugin_workspace, "--help").stdout
     assert "test-sleeper" in help_text
@@ -16,6 +19,7 @@ def test_user_job_gets_a_subcommand_tracking_and_history(plugin_workspace, cli):
     assert {j["name"]: j["last_status"] for j in status["jobs"]}["test-sleeper"] == "succeeded"
 
 
+@pytest.mark.backend_neutral
 def test_user_job_configured_in_toml_loads_the_plugin_even_for_a_builtin_command(plugin_workspace, cli):
     plugin_workspace.write_config('[jobs.test-sleeper]\ninterval = "5m"\n')
     result = cli(plugin_workspace, "refresh-token-cleanup", "--json")

@@ -1,5 +1,8 @@
 """A million rows sharing one value: every transaction stays within batch_size rows and short, a SIGTERM
-is honoured within one batch, and a SIGKILLed run's history shows the rows it had committed."""
+is honoured within one batch, and a SIGKILLed run's history shows the rows it had committed.
+
+The default run checks the same with 100,000 rows in batches of 1,000 (as many batches); the million rows
+in batches of the default 10,000 run with the reliability tests (`pytest -m reliability`)."""
 
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from tests.layouts import RowsPerTransaction, fill
 pytestmark = pytest.mark.slow
 MILLION = 1_000_000
 BATCH = 10_000  # the default batch_size
+SIZES = [pytest.param((100_000, 1_000), id="100k"),
+         pytest.param((MILLION, BATCH), id="1M", marks=pytest.mark.reliability)]
 LONGEST = 1.0  # seconds: the time target is 0.1-0.2 s; one transaction for a million rows took 0.4-1.7 s
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
 APP = default_metadata()
@@ -61,23 +66,33 @@ def _wait_for_work(engine, proc) -> None:  # noqa: ANN001
         time.sleep(0.01)
 
 
+def _sized(workspace, job: str, size: tuple[int, int]) -> tuple[int, int]:  # noqa: ANN001
+    """(rows, batch_size), the batch size written to the workspace's configuration."""
+    workspace.write_config(f"[jobs.{job}]\nbatch_size = {size[1]}\n")
+    return size
+
+
+@pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("job", JOBS)
-def test_a_million_tied_rows_go_in_short_transactions_of_at_most_batch_size_rows(workspace, engine, cli, job):
-    _fill(engine, job, MILLION, NOW - timedelta(days=400))
+def test_a_million_tied_rows_go_in_short_transactions_of_at_most_batch_size_rows(workspace, engine, cli, job, size):
+    rows, batch = _sized(workspace, job, size)
+    _fill(engine, job, rows, NOW - timedelta(days=400))
     with RowsPerTransaction(JOBS[job][0]) as watch, time_machine.travel(NOW, tick=False):
         result = cli(workspace, job, "--force", "--json")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["counts"][JOBS[job][1]] == MILLION == sum(watch.committed)
-    assert watch.largest <= BATCH and report["largest_batch_items"] <= BATCH
-    assert report["transactions"] >= MILLION // BATCH
+    assert report["counts"][JOBS[job][1]] == rows == sum(watch.committed)
+    assert watch.largest <= batch and report["largest_batch_items"] <= batch
+    assert report["transactions"] >= rows // batch
     assert report["longest_transaction_seconds"] < LONGEST
     assert _rows(engine, job) == 0
 
 
+@pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("job", JOBS)
-def test_sigterm_during_a_million_tied_rows_is_honoured_within_one_batch(workspace, engine, job):
-    _fill(engine, job, MILLION, datetime.now(timezone.utc) - timedelta(days=400))
+def test_sigterm_during_a_million_tied_rows_is_honoured_within_one_batch(workspace, engine, job, size):
+    rows, batch = _sized(workspace, job, size)
+    _fill(engine, job, rows, datetime.now(timezone.utc) - timedelta(days=400))
     proc = workspace.popen(job, "--force", "--json")
     _wait_for_work(engine, proc)
     committed_before = _running_items(engine)
@@ -90,25 +105,27 @@ def test_sigterm_during_a_million_tied_rows_is_honoured_within_one_batch(workspa
     report = json.loads(out)
     deleted = report["counts"][JOBS[job][1]]
     assert report["status"] == "interrupted"
-    assert 0 < deleted < MILLION and _rows(engine, job) == MILLION - deleted
+    assert 0 < deleted < rows and _rows(engine, job) == rows - deleted
     if committed_after:
-        assert deleted - committed_after <= BATCH, "more than the batch in flight ran after the signal"
+        assert deleted - committed_after <= batch, "more than the batch in flight ran after the signal"
     else:  # a batch may have committed between the read and the signal, then the one in flight
-        assert deleted - committed_before <= 2 * BATCH, "more than the batch in flight ran after the signal"
+        assert deleted - committed_before <= 2 * batch, "more than the batch in flight ran after the signal"
     assert stopped < 5 * LONGEST
 
 
-def test_a_sigkilled_run_shows_the_rows_it_had_committed_once_reaped(workspace, engine):
-    _fill(engine, "refresh-token-cleanup", MILLION, datetime.now(timezone.utc) - timedelta(days=400))
+@pytest.mark.parametrize("size", SIZES)
+def test_a_sigkilled_run_shows_the_rows_it_had_committed_once_reaped(workspace, engine, size):
+    rows, _ = _sized(workspace, "refresh-token-cleanup", size)
+    _fill(engine, "refresh-token-cleanup", rows, datetime.now(timezone.utc) - timedelta(days=400))
     proc = workspace.popen("refresh-token-cleanup", "--force")
     _wait_for_work(engine, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    committed = MILLION - _rows(engine, "refresh-token-cleanup")
-    assert 0 < committed < MILLION
+    committed = rows - _rows(engine, "refresh-token-cleanup")
+    assert 0 < committed < rows
     after = workspace.run("refresh-token-cleanup", "--force", "--json")
     assert after.returncode == 0, after.stderr
-    assert json.loads(after.stdout)["counts"]["deleted"] == MILLION - committed
+    assert json.loads(after.stdout)["counts"]["deleted"] == rows - committed
     history = json.loads(workspace.run("history", "refresh-token-cleanup", "--json").stdout)["runs"]
     killed = next(r for r in history if r["status"] == "abandoned")
     assert killed["counts"] == {"deleted": committed} and killed["items"] == committed

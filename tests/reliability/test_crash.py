@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import crash
+
+BUDGET = 120  # seconds, the script's --max-seconds; pytest's timeout leaves room for its set-up
+pytestmark = [pytest.mark.reliability, pytest.mark.timeout(BUDGET + 120)]
 
 
 def _ledgers(folder) -> list[dict]:  # noqa: ANN001
@@ -12,7 +17,7 @@ def _ledgers(folder) -> list[dict]:  # noqa: ANN001
 
 
 def test_kills_during_token_cleanup_leave_whole_batches_and_free_the_database_lock(short_run_results):
-    assert crash.main(["--rounds", "3", "--max-seconds", "120", "--seed", "7", "--jobs", "tokens",
+    assert crash.main(["--rounds", "3", "--max-seconds", str(BUDGET), "--seed", "7", "--jobs", "tokens",
                        "--locks", "default"]) == 0
     ledgers = _ledgers(short_run_results)
     assert [lg["backend"] for lg in ledgers] == ["sqlite", "postgres", "mariadb"]
@@ -20,7 +25,7 @@ def test_kills_during_token_cleanup_leave_whole_batches_and_free_the_database_lo
 
 
 def test_kills_during_email_sending_lose_no_email_and_free_the_lease(short_run_results):
-    assert crash.main(["--rounds", "2", "--max-seconds", "120", "--seed", "8", "--jobs", "emails",
+    assert crash.main(["--rounds", "2", "--max-seconds", str(BUDGET), "--seed", "8", "--jobs", "emails",
                        "--locks", "lease", "--lease-run", "0"]) == 0
     ledgers = _ledgers(short_run_results)
     assert [lg["backend"] for lg in ledgers] == ["sqlite", "postgres", "mariadb"]

@@ -12,8 +12,8 @@ import hostnet
 import hosts
 
 BOUND = 8  # [locks] host_loss_bound for this run, in seconds (the smallest it takes)
-
-pytestmark = pytest.mark.slow
+BUDGET = 100  # seconds, the script's --max-seconds; pytest's timeout leaves room for its set-up
+pytestmark = [pytest.mark.reliability, pytest.mark.timeout(BUDGET + 120)]
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +31,7 @@ def _ledgers(folder) -> dict[tuple[str, str], dict]:  # noqa: ANN001
 
 
 def test_hosts_that_vanish_lose_the_job_to_another_host_within_the_bound(short_run_results):
-    code = hosts.main(["--rounds", "2", "--max-seconds", "100", "--seed", "12", "--bound", str(BOUND),
+    code = hosts.main(["--rounds", "2", "--max-seconds", str(BUDGET), "--seed", "12", "--bound", str(BOUND),
                        "--retry-time", "2", "--cuts", "1", "--skew-backends", "postgres"])
     ledgers = _ledgers(short_run_results)
     broken = {key: lg["messages"] for key, lg in ledgers.items() if lg["violations"]}
