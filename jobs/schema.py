@@ -17,22 +17,23 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from .models import SCHEMA_VERSION, schema_version
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
 
     from .errors import ConfigError
 
 _CURRENT: "WeakSet[Engine]" = WeakSet()
 
 
-def require(engine: "Engine", *, writes: bool) -> None:
+def require(engine: "Engine", *, writes: bool, conn: "Connection | None" = None) -> None:
     """Refuse (ConfigError) unless the database holds this version's tables; one read per engine.
 
     writes: the command writes (a job run, pause, enqueue...): on the embedded default database it then
-    creates or upgrades the tables itself.
+    creates or upgrades the tables itself. conn: an autocommit connection to read through (a tick's
+    read then costs one connection checkout, not two).
     """
     if engine in _CURRENT:
         return
-    stored = stored_version(engine)
+    stored = stored_version(engine, conn)
     if stored != SCHEMA_VERSION:
         if stored is not None and stored > SCHEMA_VERSION:
             raise newer_problem(engine, stored)
@@ -44,13 +45,16 @@ def require(engine: "Engine", *, writes: bool) -> None:
     _CURRENT.add(engine)
 
 
-def stored_version(engine: "Engine") -> int | None:
+def stored_version(engine: "Engine", conn: "Connection | None" = None) -> int | None:
     """The stored schema version, or None when the database has no cronwarden tables."""
     from .preflight import missing_table
 
+    query = select(schema_version.c.version).where(schema_version.c.id == 1)
     try:
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            return conn.execute(select(schema_version.c.version).where(schema_version.c.id == 1)).scalar()
+        if conn is not None:
+            return conn.execute(query).scalar()
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as own:
+            return own.execute(query).scalar()
     except (OperationalError, ProgrammingError) as exc:
         if missing_table(exc):
             return None

@@ -27,8 +27,8 @@ log = logging.getLogger("cronwarden.tracking")
 def read_state(engine: "Engine", job: str) -> "RowMapping | None":
     """The job's tracking row: the one indexed read a not-due tick costs, after the schema's version (read
     once per engine; a command that writes may create the embedded default database's tables)."""
-    require(engine, writes=True)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        require(engine, writes=True, conn=conn)
         return conn.execute(select(executions).where(executions.c.job_name == job)).mappings().first()
 
 

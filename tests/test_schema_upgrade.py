@@ -187,3 +187,14 @@ def test_the_steps_are_numbered_one_to_the_version_this_cronwarden_knows():
     from jobs.migrations import steps
 
     assert [m.version for m in steps()] == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_two_upgrades_at_once_both_succeed_and_the_second_finds_nothing_to_do(tmp_path, db_url):
+    old_schema(db_url, 1)
+    ws = Workspace(tmp_path, db_url)
+    ws.write_config("")
+    both = [ws.popen("db", "upgrade") for _ in range(2)]
+    outputs = [p.communicate(timeout=120) for p in both]
+    assert [p.returncode for p in both] == [0, 0], [err for _, err in outputs]
+    assert sorted("created table queued_jobs" in out for out, _ in outputs) == [False, True]
+    assert shape(db_url) == model_shape() and stored(db_url) == SCHEMA_VERSION
