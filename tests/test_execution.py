@@ -51,7 +51,7 @@ def test_a_lost_lock_is_recorded_failed_by_the_runner_and_a_lost_claim_by_the_wo
     from jobs.db import make_engine
     from jobs.queue import enqueue
     from jobs.queue import models as qm
-    from jobs.queue import store
+    from jobs.queue import claiming
     from jobs.queue.worker import DEFAULT_CLAIM, Worker, work
     from jobs.runner import run_job
     from jobs.schema import upgrade
@@ -77,11 +77,11 @@ def test_a_lost_lock_is_recorded_failed_by_the_runner_and_a_lost_claim_by_the_wo
         with engine.begin() as conn:
             job = enqueue(conn, RECORD, args={"tag": "contested"})
         slow = Worker(engine, tasks=tasks)
-        claimed = store.claim(engine, slow.token, 1, slow._ttls, DEFAULT_CLAIM)
+        claimed = claiming.claim(engine, slow.token, 1, slow._ttls, DEFAULT_CLAIM)
     with time_machine.travel(T0 + RECORD.claim_ttl + timedelta(seconds=1), tick=False):
         assert work(engine, tasks=tasks).succeeded == 1
         late = slow._run_one(claimed[0], StopFlag())
-        assert store.record(engine, [late], "host", 1) == {job: None}
+        assert claiming.record(engine, [late], "host", 1) == {job: None}
     rows = {r["status"]: r for r in history(engine, RECORD.name, 10)}
     assert sorted(rows) == ["abandoned", "failed", "succeeded"]  # the dead claim's, the late worker's, the taker's
     assert "taken over by another worker" in rows["failed"]["error"]

@@ -21,7 +21,7 @@ from .. import clock, execution, signals
 from ..claims import GroupRecorder
 from ..config import RetryPolicy
 from ..errors import Interrupted, LeaseLost, UsageError, one_line
-from . import args_from_json, store, task_specs
+from . import args_from_json, claiming, task_specs
 from .models import FAILED, SCHEDULED, SUCCEEDED
 
 if TYPE_CHECKING:
@@ -60,11 +60,11 @@ class WorkReport:
 class _Claim:
     """The `held` of a task's JobContext: before each commit, the row must still be ours."""
 
-    def __init__(self, job: store.Claimed) -> None:
+    def __init__(self, job: claiming.Claimed) -> None:
         self._job = job
 
     def verify(self, conn: "Connection") -> None:
-        if not store.verify_claim(conn, self._job.id, self._job.token):
+        if not claiming.verify_claim(conn, self._job.id, self._job.token):
             raise LeaseLost(f"queued job {self._job.id} was taken over by another worker (claim expired)")
 
     def check(self) -> None:
@@ -89,11 +89,11 @@ class Worker:
     def _db(self, fn: Callable[[], T], what: str) -> T:
         return execution.retried(fn, what, self.retry)
 
-    def recorder(self) -> "GroupRecorder[store.Outcome, dict[int, str | None]]":
+    def recorder(self) -> "GroupRecorder[claiming.Outcome, dict[int, str | None]]":
         """Outcomes recorded on a thread of their own on a database server, while the worker claims and runs
         more: the server's share of one batch's bookkeeping overlaps the next batch's tasks. One record at a
         time, in order. On SQLite, where writers take turns anyway, they go with the next claim instead."""
-        return GroupRecorder(lambda outcomes: self._db(lambda: store.record(self.engine, outcomes, self.host,
+        return GroupRecorder(lambda outcomes: self._db(lambda: claiming.record(self.engine, outcomes, self.host,
                                                                             self.pid), "recording outcomes"),
                              background=self.engine.dialect.name != "sqlite", name="cronwarden-record")
 
@@ -110,9 +110,9 @@ class Worker:
         self._recorder = recorder = self.recorder()
         with signals.graceful_stop() as stop:
             try:
-                report.reclaimed = len(self._db(lambda: store.reclaim_expired(self.engine, self.host, self.pid),
+                report.reclaimed = len(self._db(lambda: claiming.reclaim_expired(self.engine, self.host, self.pid),
                                                 "taking back abandoned jobs"))
-                pending: list[store.Outcome] = []
+                pending: list[claiming.Outcome] = []
                 size = min(self.batch_size, FIRST_BATCH)
                 while True:
                     room = size if max_jobs is None else min(size, max_jobs - report.claimed)
@@ -120,11 +120,11 @@ class Worker:
                         room = 0
                     if recorder.background:
                         self._flush(pending, report)
-                        batch = self._db(lambda: store.claim(self.engine, self.token, max(room, 0), self._ttls,
+                        batch = self._db(lambda: claiming.claim(self.engine, self.token, max(room, 0), self._ttls,
                                                              DEFAULT_CLAIM), "claiming jobs")
                     else:
                         statuses, batch = self._db(
-                            lambda: store.record_and_claim(self.engine, pending, self.host, self.pid, self.token,
+                            lambda: claiming.record_and_claim(self.engine, pending, self.host, self.pid, self.token,
                                                            max(room, 0), self._ttls, DEFAULT_CLAIM),
                             "recording outcomes and claiming jobs")
                         self._report(pending, statuses, report)
@@ -146,15 +146,15 @@ class Worker:
                 report.signal = stop.signum
         return report
 
-    def _run_batch(self, batch: list[store.Claimed], report: WorkReport, stop: signals.StopFlag,
-                   ends: float | None) -> list[store.Outcome]:
+    def _run_batch(self, batch: list[claiming.Claimed], report: WorkReport, stop: signals.StopFlag,
+                   ends: float | None) -> list[claiming.Outcome]:
         """Run a claimed batch; returns the outcomes not recorded yet (they go with the next claim).
 
         Outcomes are recorded together, at most FLUSH_AFTER seconds after the first of them.
         """
         ttl = max(self._ttls.get(job.job_name, DEFAULT_CLAIM) for job in batch)
         renewed = batch[0].claimed_at
-        pending: list[store.Outcome] = []
+        pending: list[claiming.Outcome] = []
         oldest = 0.0
         for i, job in enumerate(batch):
             if stop.requested or (ends is not None and time.monotonic() >= ends):
@@ -166,7 +166,7 @@ class Worker:
             now = clock.utcnow()
             if now - renewed >= ttl / 2:
                 self._flush(pending, report)
-                still = self._db(lambda: store.renew(self.engine, batch[i:], now + ttl), "renewing claims")
+                still = self._db(lambda: claiming.renew(self.engine, batch[i:], now + ttl), "renewing claims")
                 renewed = now
                 report.lost += len(batch[i:]) - len(still)
                 batch[i:] = [j for j in batch[i:] if j.id in still]
@@ -185,7 +185,7 @@ class Worker:
             pending.append(outcome)
         return pending
 
-    def _flush(self, pending: list[store.Outcome], report: WorkReport) -> None:
+    def _flush(self, pending: list[claiming.Outcome], report: WorkReport) -> None:
         """Hand the outcomes (the list is emptied) to the recorder, once the ones before are recorded."""
         if not pending:
             return
@@ -195,11 +195,11 @@ class Worker:
         if not self._recorder.background:
             self._reported(self._recorder.wait(), report)
 
-    def _reported(self, done: "list[tuple[list[store.Outcome], dict[int, str | None]]]", report: WorkReport) -> None:
+    def _reported(self, done: "list[tuple[list[claiming.Outcome], dict[int, str | None]]]", report: WorkReport) -> None:
         for outcomes, statuses in done:
             self._report(outcomes, statuses, report)
 
-    def _report(self, pending: list[store.Outcome], statuses: dict[int, str | None], report: WorkReport) -> None:
+    def _report(self, pending: list[claiming.Outcome], statuses: dict[int, str | None], report: WorkReport) -> None:
         for o in pending:
             status = statuses.get(o.job.id)
             logger = _logger(o.job)
@@ -221,9 +221,9 @@ class Worker:
                 logger.error("queued job %d: its claim was lost (another worker took it back)", o.job.id)
         pending.clear()
 
-    def _release(self, jobs: list[store.Claimed], report: WorkReport, *, record: bool = False,
+    def _release(self, jobs: list[claiming.Claimed], report: WorkReport, *, record: bool = False,
                  error: str | None = None) -> int:
-        n = self._db(lambda: store.release(self.engine, jobs, self.host, self.pid, record=record, error=error),
+        n = self._db(lambda: claiming.release(self.engine, jobs, self.host, self.pid, record=record, error=error),
                      "giving jobs back")
         report.claimed -= n
         return n
@@ -241,10 +241,10 @@ class Worker:
                 self._parsed[key] = args
         return args
 
-    def _run_one(self, job: store.Claimed, stop: signals.StopFlag) -> store.Outcome:
+    def _run_one(self, job: claiming.Claimed, stop: signals.StopFlag) -> claiming.Outcome:
         def ended(status: str, counts: dict[str, int], error: str | None = None, *,
-                  permanent: bool = False) -> store.Outcome:
-            return store.Outcome(job, status, dict(counts), clock.utcnow(), error, permanent)
+                  permanent: bool = False) -> claiming.Outcome:
+            return claiming.Outcome(job, status, dict(counts), clock.utcnow(), error, permanent)
 
         task = self.tasks.get(job.job_name)
         if task is None:
@@ -269,7 +269,7 @@ class Worker:
 _LOGGERS: dict[str, Any] = {}
 
 
-def _logger(job: store.Claimed):  # noqa: ANN202
+def _logger(job: claiming.Claimed):  # noqa: ANN202
     """One logger per task name (the same every time: its lines carry the name, no run id)."""
     logger = _LOGGERS.get(job.job_name)
     if logger is None:

@@ -197,19 +197,19 @@ def test_queue_depth_counts_statuses_and_the_age_of_the_oldest_due_job(queue_eng
 
 
 def test_a_worker_that_lost_its_claim_cannot_commit_over_the_worker_that_took_the_job_back(queue_engine):
-    from jobs.queue import store
+    from jobs.queue import claiming
     from jobs.queue.worker import DEFAULT_CLAIM, Worker
     from jobs.signals import StopFlag
 
     with time_machine.travel(T0, tick=False):
         job = add(queue_engine, args={"tag": "contested"})
         slow = Worker(queue_engine, tasks=TEST_TASKS)
-        claimed = store.claim(queue_engine, slow.token, 1, slow._ttls, DEFAULT_CLAIM)
+        claimed = claiming.claim(queue_engine, slow.token, 1, slow._ttls, DEFAULT_CLAIM)
     with time_machine.travel(T0 + RECORD.claim_ttl + timedelta(seconds=1), tick=False):
         report = drain(queue_engine)
         assert (report.reclaimed, report.succeeded) == (1, 1)
         late = slow._run_one(claimed[0], StopFlag())
         assert late.status == "failed" and "taken over" in late.error
-        assert store.record(queue_engine, [late], "host", 1) == {job: None}
+        assert claiming.record(queue_engine, [late], "host", 1) == {job: None}
     assert executions_of(queue_engine, "contested") == 1
     assert (row(queue_engine, job)["status"], row(queue_engine, job)["attempts"]) == ("succeeded", 2)
