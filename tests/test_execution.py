@@ -61,15 +61,15 @@ def test_a_lost_lock_is_recorded_failed_by_the_runner_and_a_lost_claim_by_the_wo
     spec = JobSpec(name="test-lost", run=_two_batches, schedule="24h")
     cfg = config_mod.load(tomllib.loads(""), [spec], environ={"CRONWARDEN_LOCK_DIR": str(tmp_path / "locks")},
                           database_url=sqlite_url)
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
     app = App(cfg)
-    upgrade(app.engine)
     app._locks = _LosingLock()
     report = run_job(app, "test-lost", Trigger.MANUAL)
     assert report.status is RunStatus.FAILED and report.counts == {"done": 1}
     [ran] = history(app.engine, "test-lost", 10)
     assert (ran["status"], ran["error"]) == ("failed", "lost the lease on test-lost (taken by another host)")
 
-    engine = make_engine(sqlite_url)
     qm.create(engine)
     create_side_table(engine)
     tasks = {t.name: t for t in TASKS}
