@@ -96,6 +96,24 @@ def test_db_upgrade_brings_every_earlier_version_to_this_one_and_then_does_nothi
     assert shape(db_url) == model_shape() and stored(db_url) == SCHEMA_VERSION
 
 
+def test_tool_tables_without_their_version_row_are_completed_and_stamped(tmp_path, cli, db_url):
+    """Tables made by hand (or a MariaDB upgrade stopped before its first stamp) count as version 0: every step
+    runs, and each finds what is already there."""
+    old_schema(db_url, 2)
+    from jobs.db import make_engine
+
+    eng = make_engine(db_url)
+    with eng.begin() as conn:
+        conn.execute(schema_version.delete())
+    eng.dispose()
+    ws = Workspace(tmp_path, db_url)
+    ws.write_config("")
+    result = cli(ws, "db", "upgrade")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[:-1] == ["added column recurring_job_executions.first_seen_at"]
+    assert shape(db_url) == model_shape() and stored(db_url) == SCHEMA_VERSION
+
+
 def test_a_database_of_a_newer_cronwarden_is_refused_by_every_command_and_left_alone(tmp_path, cli, engine, db_url):
     with engine.begin() as conn:
         conn.execute(schema_version.update().values(version=SCHEMA_VERSION + 1))
