@@ -110,7 +110,8 @@ def test_a_terminated_database_connection_mid_batch_is_retried(tmp_path, pg_url)
         with admin.begin() as conn:
             killed = conn.execute(text(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name = 'cronwarden' AND state = 'idle in transaction' "
+                "WHERE application_name = 'cronwarden' AND datname = current_database() "
+                "AND state = 'idle in transaction' "
                 "AND clock_timestamp() - state_change BETWEEN interval '0.1 s' AND interval '0.5 s'")).scalar()
         time.sleep(0.1)
     out, err = proc.communicate(timeout=60)
