@@ -66,6 +66,7 @@ def test_sigkill_between_batches_leaves_whole_batches_and_the_next_run_finishes(
     left = count_tokens(engine, "old")
     assert 0 < left < 4000, "killed mid-run"
     assert count_tokens(engine, "new") == 300
+    workspace.write_config('[jobs.refresh-token-cleanup]\nbatch_size = 1000\n')  # the rest, in a few batches
     result = workspace.run("refresh-token-cleanup", "--force", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["counts"]["deleted"] == left
@@ -82,6 +83,7 @@ def test_sigterm_mid_run_rolls_back_the_batch_records_interrupted_and_exits_143(
     runs = _history(workspace)
     assert runs[0]["status"] == "interrupted" and "SIGTERM" in runs[0]["error"]
     assert runs[0]["counts"]["deleted"] == 4000 - count_tokens(engine, "old")
+    workspace.write_config('[jobs.refresh-token-cleanup]\nbatch_size = 1000\n')  # the rest, in a few batches
     again = workspace.run("refresh-token-cleanup", "--json")
     assert again.returncode == 0 and json.loads(again.stdout)["status"] == "succeeded", "lock released, still due"
 

@@ -6,6 +6,7 @@ import json
 import uuid
 from datetime import datetime, timezone
 
+import pytest
 import time_machine
 from sqlalchemy import insert, select, text
 
@@ -96,6 +97,7 @@ def test_dry_run_says_whether_it_would_create_and_changes_nothing(workspace, eng
     assert report["counts"] == {"created": 0}
 
 
+@pytest.mark.backend_neutral
 def test_the_password_can_come_from_a_file(workspace, engine, cli):
     password = _password()
     secret_file = workspace.path / "admin-password"
@@ -104,6 +106,7 @@ def test_the_password_can_come_from_a_file(workspace, engine, cli):
     assert _verify(_users(engine)[0]["password_hash"], password)
 
 
+@pytest.mark.backend_neutral
 def test_a_missing_or_short_password_is_a_configuration_error_for_this_job_only(workspace, engine, cli):
     missing = _seed(cli, workspace, password=None, code=78)
     assert missing.stderr.strip() == ("cronwarden: error: configuration: [jobs.admin-seed] password: not set; set "

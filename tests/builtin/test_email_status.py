@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import pytest
 import time_machine
 
 from tests.builtin.test_email_queue import NOW, add_emails, queue_rows, run_job
@@ -98,6 +99,7 @@ def test_emails_retry_sends_a_failed_email_again_and_clears_the_alarm(workspace,
     assert _at(cli, workspace, NOW + timedelta(minutes=3), "check").exit_code == 0
 
 
+@pytest.mark.backend_neutral
 def test_emails_retry_needs_an_id_or_all_failed(workspace, cli):
     assert cli(workspace, "emails", "retry").exit_code == 2
     assert cli(workspace, "emails", "retry", "1", "--all-failed").exit_code == 2

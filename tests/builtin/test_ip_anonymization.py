@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
+import pytest
 import time_machine
 from sqlalchemy import insert, select, text
 
@@ -99,6 +100,7 @@ def test_retention_days_option_moves_the_cutoff(workspace, engine, cli):
     assert _ips(engine)["never-logged-in"] == "198.51.100.6"
 
 
+@pytest.mark.backend_neutral
 def test_a_retention_below_one_day_is_a_configuration_error_and_touches_nothing(workspace, engine, cli):
     _add_users(engine, BOUNDARY_USERS)
     before = _ips(engine)
@@ -110,6 +112,7 @@ def test_a_retention_below_one_day_is_a_configuration_error_and_touches_nothing(
         assert conn.execute(text("SELECT COUNT(*) FROM job_runs")).scalar() == 0
 
 
+@pytest.mark.backend_neutral
 def test_a_retention_below_one_day_on_the_command_line_is_a_usage_error(workspace, engine, cli):
     _add_users(engine, BOUNDARY_USERS)
     before = _ips(engine)
@@ -134,6 +137,7 @@ def test_table_and_column_names_are_configurable(workspace, engine, cli):
     assert rows == {1: None, 2: "192.0.2.2", 3: "192.0.2.3", 4: None}
 
 
+@pytest.mark.backend_neutral
 def test_a_table_name_that_is_not_an_identifier_is_refused(workspace, engine, cli):
     workspace.write_config('[jobs.ip-anonymization]\ntable = "users; DROP TABLE users"\n')
     assert "not a plain SQL identifier" in _run(cli, workspace, code=78)["stderr"]

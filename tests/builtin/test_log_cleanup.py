@@ -218,6 +218,7 @@ def test_pattern_and_retention_options_select_the_files(sqlite_workspace, cli):
     ('log_file_pattern = ""', "log_file_pattern"),
     ("retention_days = 0", "retention_days"),
 ])
+@pytest.mark.backend_neutral
 def test_a_bad_pattern_or_retention_is_a_configuration_error_and_touches_nothing(workspace, engine, cli, config,
                                                                                    problem):
     _log_folder(workspace)

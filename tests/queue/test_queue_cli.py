@@ -57,6 +57,7 @@ def test_enqueue_with_a_taken_key_and_other_arguments_warns_and_keeps_the_first_
     assert listed(qcli, workspace) == {1: "enqueued"}
 
 
+@pytest.mark.backend_neutral
 def test_enqueue_refuses_bad_arguments_with_exit_2(qcli, workspace):
     missing = qcli(workspace, "enqueue", "test-record")
     wrong = qcli(workspace, "enqueue", "test-record", "--arg", "tag=x", "--arg", "fail_times=many")
@@ -102,6 +103,7 @@ def test_prune_deletes_only_finished_jobs_older_than_the_cutoff(qcli, workspace)
     assert listed(qcli, workspace) == {2: "scheduled"}
 
 
+@pytest.mark.backend_neutral
 def test_show_of_an_unknown_job_exits_2(qcli, workspace):
     result = qcli(workspace, "queue", "show", "42")
     assert result.exit_code == 2 and "no queued job 42" in result.stderr

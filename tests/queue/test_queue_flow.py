@@ -176,6 +176,7 @@ def test_the_same_idempotency_key_twice_gives_one_job(queue_engine):
     assert executions_of(queue_engine, "once") == 1
 
 
+@pytest.mark.backend_neutral
 def test_arguments_are_validated_at_enqueue(queue_engine):
     with pytest.raises(InvalidArguments, match="missing required argument 'tag'"):
         add(queue_engine, args={})
