@@ -51,44 +51,28 @@ def upgrade(
 @handled
 def demo(ctx: typer.Context) -> int:
     """Embedded SQLite in ./cronwarden-demo/: create sample data, run every job once, show the status table."""
-    import dataclasses
-    import secrets as random_secrets
+    from jobs.operations import demo as demo_run
 
-    from jobs import clock, schema
-    from jobs import demo as demo_data
-    from jobs.errors import UsageError
-    from jobs.outcome import Trigger
-    from jobs.runner import run_job
-    from jobs.secrets import Secret
+    from .ops_commands import show_status
 
     state = ctx.find_root().obj
-    state.config_path = str(demo_data.write_config())
+    state.config_path = str(demo_run.prepare())
     app = state.app(creates=True)
-    if app.engine.dialect.name != "sqlite":
-        raise UsageError("demo runs on the embedded SQLite database only; unset CRONWARDEN_DATABASE_URL")
-    schema.upgrade(app.engine)
-    settings = {name: job.settings for name, job in app.config.jobs.items()}
-    created = demo_data.seed(app.engine, clock.utcnow(), settings["log-cleanup"].log_directory)
+    created = demo_run.seed(app)
     if created:
-        render.line(f"sample data in {demo_data.DATABASE}: " + ", ".join(f"{n} {what}" for what, n in created.items()))
+        render.line(f"sample data in {demo_run.DATABASE}: " + ", ".join(f"{n} {what}" for what, n in created.items()))
     else:
-        render.line(f"sample data: already in {demo_data.DATABASE}, kept (delete {demo_data.FOLDER}/ to start over)")
-    for name, value in settings.items():
-        changes = {f.name: Secret(random_secrets.token_urlsafe(24)) for f in dataclasses.fields(value)
-                   if isinstance(getattr(value, f.name), Secret) and not getattr(value, f.name)}
-        settings[name] = dataclasses.replace(value, **changes)
+        render.line(f"sample data: already in {demo_run.DATABASE}, kept (delete {demo_run.FOLDER}/ to start over)")
     codes = []
-    for name, job in app.config.jobs.items():
-        if not job.enabled:
-            continue
-        report = run_job(app, name, Trigger.MANUAL, settings=settings[name])
+
+    def show(name: str, report) -> None:  # noqa: ANN001 - a RunReport
         counts = ", ".join(f"{k}={v}" for k, v in sorted(report.counts.items())) or "no items"
         render.line(f"{name}: {report.status.value} ({counts})" + (f": {report.error}" if report.error else ""))
         codes.append(exit_codes.for_report(report))
-    render.line(f"emails: written as .eml files to {settings['email-queue'].file_directory}/ (no mail server needed)")
-    from .ops_commands import show_status
 
+    done = demo_run.run_jobs(app, on_report=show)
+    render.line(f"emails: written as .eml files to {done.email_directory}/ (no mail server needed)")
     show_status(app)
-    render.line(f"next: cronwarden --config {demo_data.CONFIG} status  (every file of the demo is in "
-                f"{demo_data.FOLDER}/)")
+    render.line(f"next: cronwarden --config {demo_run.CONFIG} status  (every file of the demo is in "
+                f"{demo_run.FOLDER}/)")
     return exit_codes.worst(codes)

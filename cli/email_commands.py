@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import typer
 
-from jobs.errors import ConfigError, UsageError
+from jobs.errors import UsageError
 
 from . import exit_codes, render
 from .errors import handled
-
-if TYPE_CHECKING:
-    from jobs.app import App
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
@@ -24,18 +21,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(emails, name="emails")
 
 
-def _table(app: "App") -> str:
-    """The queue table the email-queue job is configured with (it need not be enabled on this host)."""
-    from jobs.builtin import email_status
-    from jobs.execution import db_call
-
-    table = app.config.job("email-queue").settings.table
-    if not db_call(app, lambda: email_status.exists(app.engine, table), "looking for the email queue"):
-        raise ConfigError(f"no table {table!r} in {app.config.safe_database_url} ([jobs.email-queue] table; "
-                          f"`cronwarden db upgrade --app-tables` creates the default)")
-    return table
-
-
 @handled
 def list_emails(
     ctx: typer.Context,
@@ -45,16 +30,11 @@ def list_emails(
     json: JsonFlag = False,
 ) -> int:
     """Emails newest first, without their bodies: status, attempts, last attempt, last error."""
-    from jobs.builtin import email_status
-    from jobs.execution import db_call
+    from jobs.operations import emails
 
-    if status is not None and status not in email_status.STATUSES:
-        raise UsageError(f"--status: must be one of {', '.join(email_status.STATUSES)}")
-    app = ctx.find_root().obj.app(read_only=True)
-    table = _table(app)
-    rows = db_call(app, lambda: email_status.listing(app.engine, table, status, limit), "reading the email queue")
+    rows = emails.listing(ctx.find_root().obj.app(read_only=True), status, limit)
     if json:
-        render.json_out({"emails": [email_status.as_dict(r) for r in rows]})
+        render.json_out({"emails": [emails.as_dict(r) for r in rows]})
         return exit_codes.EX_OK
     render.table("emails", ["id", "to", "subject", "status", "attempts", "last attempt", "last error"],
                  [[str(r["id"]), r["to_address"], r["subject"][:40], r["status"], str(r["attempts"]),
@@ -70,19 +50,11 @@ def retry(
     all_failed: Annotated[bool, typer.Option("--all-failed", help="Every failed email.")] = False,
 ) -> int:
     """Send failed emails again: back to pending with their attempts reset; the next email-queue run sends them."""
-    from jobs.builtin import email_status
-    from jobs.execution import db_call
+    from jobs.operations.emails import send_again
 
     if (email_id is None) == (not all_failed):
         raise UsageError("give either an email ID or --all-failed")
-    app = ctx.find_root().obj.app()
-    table = _table(app)
-    changed = db_call(app, lambda: email_status.send_again(app.engine, table, email_id), "retrying emails")
-    if email_id is not None and not changed:
-        status = db_call(app, lambda: email_status.status_of(app.engine, table, email_id), "reading the email queue")
-        if status is None:
-            raise UsageError(f"no email {email_id} in {table}")
-        raise UsageError(f"email {email_id} is {status}; only a failed email is sent again")
+    changed = send_again(ctx.find_root().obj.app(), email_id).count
     if not ctx.find_root().obj.quiet:
         if email_id is None and not changed:
             render.line("no failed emails")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Annotated, Callable, Optional, TypeVar
+from typing import Annotated, Optional
 
 import typer
 
@@ -13,10 +13,6 @@ from jobs.errors import UsageError
 from . import exit_codes, render
 from .errors import handled
 
-if TYPE_CHECKING:
-    from jobs.app import App
-
-T = TypeVar("T")
 log = logging.getLogger("cronwarden.cli")
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
@@ -30,21 +26,8 @@ def register(app: typer.Typer) -> None:
     app.add_typer(queue, name="queue")
 
 
-def _app(ctx: typer.Context, *, read_only: bool = False) -> "App":
+def _app(ctx: typer.Context, *, read_only: bool = False):  # noqa: ANN202 - the App
     return ctx.find_root().obj.app(read_only=read_only)
-
-
-def _db(app: "App", fn: Callable[[], T], what: str) -> T:
-    """Retried like every database call, once the tool's tables are known to be this version's (a command
-    that writes to the embedded default database creates them; elsewhere that is `db upgrade`'s work)."""
-    from jobs.execution import db_call as retried
-    from jobs.schema import require
-
-    def checked() -> T:
-        require(app.engine, writes=not app.read_only)
-        return fn()
-
-    return retried(app, checked, what)
 
 
 def _parse_args(pairs: list[str]) -> dict[str, str]:
@@ -81,7 +64,7 @@ def enqueue(
 ) -> int:
     """Add a one-off job to the queue and print its id (with a taken --key: the existing job's, and a warning
     when its task or arguments differ)."""
-    from jobs.queue import find_task, submit, validate_args
+    from jobs.queue.operations import enqueue as add
     from jobs.schedule import parse_duration
 
     if delay is not None and at is not None:
@@ -90,17 +73,9 @@ def enqueue(
         delay_td = parse_duration(delay) if delay is not None else None
     except ValueError as exc:
         raise UsageError(f"--delay: {exc}") from None
-    task = find_task(job)
-    validated = validate_args(task, _parse_args(arg or []), from_text=True)
-    values = {f: getattr(validated, f) for f in validated.__dataclass_fields__}
+    raw = _parse_args(arg or [])
     when = _parse_at(at) if at is not None else None
-    app = _app(ctx)
-
-    def write():  # noqa: ANN202
-        with app.engine.begin() as conn:
-            return submit(conn, task, args=values, delay=delay_td, at=when, after=after, key=key)
-
-    done = _db(app, write, "enqueuing the job")
+    done = add(_app(ctx), job, raw, delay=delay_td, at=when, after=after, key=key)
     if not done.same_arguments:
         log.warning("key %r already names job %d (%s) with other arguments: that job is kept unchanged, "
                     "these arguments were not queued", key, done.id, done.existing_job)
@@ -123,11 +98,9 @@ def work(
     json: JsonFlag = False,
 ) -> int:
     """Run the due queued jobs, then exit: 0 done, 1 a job failed for good, 143/130 interrupted."""
-    from jobs.queue.worker import work as drain
+    from jobs.queue.operations import work as drain
 
-    app = _app(ctx)
-    report = _db(app, lambda: drain(app.engine, retry=app.config.retry, max_jobs=max_jobs,
-                                    max_seconds=max_seconds, batch_size=batch_size), "working the queue")
+    report = drain(_app(ctx), max_jobs=max_jobs, max_seconds=max_seconds, batch_size=batch_size)
     state = ctx.find_root().obj
     if json:
         render.json_out(report.as_dict())
@@ -150,15 +123,11 @@ def list_jobs(
     json: JsonFlag = False,
 ) -> int:
     """Queued jobs, newest first."""
-    from jobs.queue import store
-    from jobs.queue.models import STATUSES
+    from jobs.queue import operations
 
-    if status is not None and status not in STATUSES:
-        raise UsageError(f"--status: must be one of {', '.join(STATUSES)}")
-    app = _app(ctx, read_only=True)
-    rows = _db(app, lambda: store.listing(app.engine, status, limit), "reading the queue")
+    rows = operations.listing(_app(ctx, read_only=True), status, limit)
     if json:
-        render.json_out({"jobs": [store.as_dict(r) for r in rows]})
+        render.json_out({"jobs": [operations.as_dict(r) for r in rows]})
         return exit_codes.EX_OK
     render.table("queue", ["id", "job", "status", "run at", "attempts", "parent", "last error"],
                  [[str(r["id"]), r["job_name"], r["status"], render.when(r["run_at"]),
@@ -174,13 +143,9 @@ def show(
     json: JsonFlag = False,
 ) -> int:
     """One queued job, every field."""
-    from jobs.queue import store
+    from jobs.queue.operations import show as one
 
-    app = _app(ctx, read_only=True)
-    row = _db(app, lambda: store.get(app.engine, job_id), "reading the queue")
-    if row is None:
-        raise UsageError(f"no queued job {job_id}")
-    data = store.as_dict(row)
+    data = one(_app(ctx, read_only=True), job_id)
     if json:
         render.json_out(data)
     else:
@@ -192,10 +157,9 @@ def show(
 @handled
 def retry(ctx: typer.Context, job_id: Annotated[int, typer.Argument(metavar="ID")]) -> int:
     """Give a failed or cancelled job its attempts back (it waits again if its parent has not succeeded)."""
-    from jobs.queue import store
+    from jobs.queue.operations import retry as give_back
 
-    app = _app(ctx)
-    status = _db(app, lambda: store.retry(app.engine, job_id), "retrying the job")
+    status = give_back(_app(ctx), job_id)
     render.line(f"job {job_id} is {status}")
     return exit_codes.EX_OK
 
@@ -203,10 +167,9 @@ def retry(ctx: typer.Context, job_id: Annotated[int, typer.Argument(metavar="ID"
 @handled
 def cancel(ctx: typer.Context, job_id: Annotated[int, typer.Argument(metavar="ID")]) -> int:
     """Cancel a waiting job and, transitively, its continuations."""
-    from jobs.queue import store
+    from jobs.queue.operations import cancel as stop
 
-    app = _app(ctx)
-    n = _db(app, lambda: store.cancel(app.engine, job_id), "cancelling the job")
+    n = stop(_app(ctx), job_id)
     render.line(f"cancelled {n} job(s)")
     return exit_codes.EX_OK
 
@@ -222,17 +185,14 @@ def prune(
     """Delete succeeded, failed and cancelled jobs past their age (run history stays in job_runs).
 
     In transactions of at most --batch-size rows; SIGTERM/SIGINT stop it between two of them."""
-    from jobs import signals
-    from jobs.queue import store
+    from jobs.queue.operations import prune as delete
     from jobs.schedule import parse_duration
 
     try:
         age = parse_duration(older_than)
     except ValueError as exc:
         raise UsageError(f"--older-than: {exc}") from None
-    app = _app(ctx)
-    with signals.graceful_stop() as stop:
-        n, stopped = _db(app, lambda: store.prune(app.engine, age, batch_size=batch_size, stop=stop),
-                         "pruning the queue")
-    render.line(f"deleted {n} finished job(s)" + (" before the stop request" if stopped else ""))
-    return exit_codes.for_signal(stop.signum) if stopped else exit_codes.EX_OK
+    pruned = delete(_app(ctx), age, batch_size=batch_size)
+    stopped = pruned.signum is not None
+    render.line(f"deleted {pruned.deleted} finished job(s)" + (" before the stop request" if stopped else ""))
+    return exit_codes.for_signal(pruned.signum) if stopped else exit_codes.EX_OK

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from .extensions import Extension
 
 ENTRY_POINT_GROUP = "cronwarden.jobs"
-BUILTIN_EXTENSIONS = ("jobs.queue.models",)  # each registers itself (jobs.extensions) when imported
+# Each registers itself (jobs.extensions) when imported and names what it registered EXTENSION; in this order the
+# views show their shares.
+BUILTIN_EXTENSIONS = ("jobs.queue.extension", "jobs.operations.emails")
 
 
 def builtin_specs() -> tuple[JobSpec, ...]:
@@ -27,14 +29,14 @@ def builtin_specs() -> tuple[JobSpec, ...]:
 
 
 def builtin_extensions() -> tuple["Extension", ...]:
-    """The extensions the tool ships with, registered: read when the whole schema is needed (`db upgrade`)."""
+    """Every registered extension, the tool's own first in the order of BUILTIN_EXTENSIONS whatever imported them
+    before: read when the whole schema is needed (`db upgrade`) or a view asks (`status`, `check`, metrics)."""
     from importlib import import_module
 
     from .extensions import registered
 
-    for module in BUILTIN_EXTENSIONS:
-        import_module(module)
-    return registered()
+    own = tuple(import_module(module).EXTENSION for module in BUILTIN_EXTENSIONS)
+    return own + tuple(ext for ext in registered() if ext not in own)
 
 
 def load_entry_points(group: str, kind: str) -> Iterator[tuple[str, Any]]:

@@ -93,6 +93,37 @@ def test_the_old_jobs_import_name_still_gives_the_same_objects():
         assert getattr(jobs, name) is getattr(cronwarden, name), name
 
 
+def test_the_cli_runs_no_sql_and_opens_no_transaction():
+    """cli/ parses, calls the framework's operations and renders: SQL and transactions live in jobs/."""
+    for path in _py("cli"):
+        source = path.read_text(encoding="utf-8")
+        bad = {m for m in _imports(path) if m.split(".")[0] == "sqlalchemy"}
+        assert not bad, f"{path.relative_to(REPO)} imports {bad}"
+        calls = [n.func.attr for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call)
+                 and isinstance(n.func, ast.Attribute) and n.func.attr in ("begin", "connect", "execute", "commit")]
+        assert not calls, f"{path.relative_to(REPO)} calls {calls}"
+
+
+def test_the_core_never_imports_the_queue():
+    """The queue registers itself as an extension of the core (jobs/extensions.py); the core asks the
+    registry, so only the queue itself and the built-ins may import jobs.queue."""
+    for path in _py("jobs"):
+        part = path.relative_to(REPO / "jobs").parts[0]
+        if part in ("queue", "builtin"):
+            continue
+        bad = {m for m in _imports(path) if m == "jobs.queue" or m.startswith("jobs.queue.")}
+        assert not bad, f"{path.relative_to(REPO)} imports {bad}"
+
+
+def test_lock_policy_is_the_backends_not_the_clis():
+    """Each lock backend decides how `unlock` breaks its lock: the CLI neither asks a backend what it can do
+    nor takes, breaks or describes a lock itself."""
+    for path in _py("cli"):
+        source = path.read_text(encoding="utf-8")
+        found = [word for word in ("break_lease", "try_acquire", "crash_bound", ".locks") if word in source]
+        assert not found, f"{path.relative_to(REPO)} uses {found}"
+
+
 def test_only_render_prints():
     for path in _py("cli") + _py("jobs") + _py("cronwarden"):
         if path.name == "render.py":
@@ -140,7 +171,8 @@ def test_the_core_schema_never_imports_the_queue_which_registers_itself_as_an_ex
     from jobs.extensions import registered
     from jobs.registry import builtin_extensions
 
-    assert "queue" in {ext.name for ext in builtin_extensions()} and registered() == builtin_extensions()
+    assert "queue" in {ext.name for ext in builtin_extensions()}
+    assert {ext.name for ext in registered()} == {ext.name for ext in builtin_extensions()}
 
 
 def test_a_not_due_tick_imports_no_migration_or_ddl(sqlite_workspace):

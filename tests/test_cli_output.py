@@ -171,6 +171,24 @@ def test_unlock_breaks_a_stale_lease(workspace, cli):
     engine.dispose()
 
 
+def test_unlock_breaks_no_session_or_file_lock_and_names_a_live_holder(workspace, cli):
+    from jobs.db import dialect_of
+    from tests.locks_helpers import build_backend
+
+    backend_name = {"sqlite": "file", "postgresql": "postgres", "mysql": "mysql"}[dialect_of(workspace.db_url)]
+    backend, engine = build_backend(workspace.db_url, backend_name, workspace.path / "locks")
+    held = backend.try_acquire("refresh-token-cleanup", timedelta(minutes=5))
+    try:
+        result = cli(workspace, "unlock", "refresh-token-cleanup")
+        assert result.exit_code == 1
+        assert f"refresh-token-cleanup is locked by a live process ({backend_name} lock)" in result.stderr
+    finally:
+        held.release()
+    result = cli(workspace, "unlock", "refresh-token-cleanup")
+    assert (result.exit_code, result.stdout.strip()) == (0, f"refresh-token-cleanup: not locked ({backend.crash_bound})")
+    engine.dispose()
+
+
 def test_check_flags_a_run_stuck_in_running_long_past_its_timeout(workspace, cli, engine):
     from jobs import tracking
     from jobs.registry import builtin_specs

@@ -8,7 +8,9 @@ configured (`[locks] backend`).
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
+from enum import Enum
 from typing import TYPE_CHECKING, Iterator, Protocol
 
 from ..execution import owner_id
@@ -32,12 +34,37 @@ class Held(Protocol):
         """Give the lock back; safe to call twice."""
 
 
+class Unlock(Enum):
+    BROKEN = "broken"  # a stale holder's lock was ended
+    NOT_LOCKED = "not locked"
+    HELD = "held"  # a live process holds it: nothing was broken, it frees itself when that process exits
+
+
+@dataclass(frozen=True)
+class Unlocked:
+    outcome: Unlock
+    note: str | None = None  # for NOT_LOCKED: why no lock of this backend can outlive its holder
+
+
 class LockBackend(Protocol):
     name: str
     crash_bound: str
 
     def try_acquire(self, job: str, ttl: timedelta) -> Held | None:
         """Take the job's lock without waiting; None when another process holds it."""
+
+    def unlock(self, job: str, ttl: timedelta) -> Unlocked:
+        """`cronwarden unlock`: end a stale holder's lock where this backend can outlive its holder."""
+
+
+def probe_unlock(backend: LockBackend, job: str, ttl: timedelta) -> Unlocked:
+    """Unlock for a lock that dies with its holder (session, flock): nothing to break; a lock that cannot be
+    taken is held by a live process."""
+    held = backend.try_acquire(job, ttl)
+    if held is None:
+        return Unlocked(Unlock.HELD)
+    held.release()
+    return Unlocked(Unlock.NOT_LOCKED, backend.crash_bound)
 
 
 def backend_name(config: "Config") -> str:

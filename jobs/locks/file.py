@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from ..errors import ConfigError
+from . import Unlocked, probe_unlock
 
 
 class _FileHeld:
@@ -60,3 +61,7 @@ class FileLockBackend:
             raise ConfigError(f"[locks] directory: cannot open {path}: {exc.strerror} (the lock directory and its "
                               f"files must belong to the user that runs the jobs)") from None
         return _FileHeld(lock)
+
+    def unlock(self, job: str, ttl: timedelta) -> Unlocked:
+        """The kernel frees a dead holder's flock: nothing is ever stale."""
+        return probe_unlock(self, job, ttl)

@@ -22,7 +22,7 @@ import uuid
 from datetime import timedelta
 
 from ..errors import LeaseLost
-from . import owner_id
+from . import Unlock, Unlocked, owner_id
 
 log = logging.getLogger("cronwarden.lock")
 
@@ -205,6 +205,10 @@ class LeaseLockBackend:
                      f"WHERE job_name = :job AND lock_until > {self.now_sql}"),
                 {"job": job},
             ).rowcount == 1
+
+    def unlock(self, job: str, ttl: timedelta) -> Unlocked:
+        """A lease outlives a dead holder until it expires: end it now."""
+        return Unlocked(Unlock.BROKEN if self.break_lease(job) else Unlock.NOT_LOCKED)
 
     def describe(self, job: str) -> dict | None:
         from sqlalchemy import text

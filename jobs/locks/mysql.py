@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 
+from . import Unlocked, probe_unlock
 from .postgres import _SessionHeld, take_session_lock
 
 
@@ -38,3 +39,7 @@ class MySQLLockBackend:
     def try_acquire(self, job: str, ttl: timedelta) -> _SessionHeld | None:
         return take_session_lock(self.engine, "SELECT GET_LOCK(:name, 0)", "SELECT RELEASE_LOCK(:name)",
                                  {"name": lock_name(job, self.engine.url.database)}, self.ping_every)
+
+    def unlock(self, job: str, ttl: timedelta) -> Unlocked:
+        """The server ends a dead holder's session and its lock with it: nothing is ever stale."""
+        return probe_unlock(self, job, ttl)

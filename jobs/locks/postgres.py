@@ -14,6 +14,7 @@ import threading
 from datetime import timedelta
 
 from ..errors import LeaseLost
+from . import Unlocked, probe_unlock
 
 _TCP_ESTABLISHED = 1  # tcp_info.tcpi_state (linux/tcp_states.h)
 
@@ -154,3 +155,7 @@ class PostgresLockBackend:
     def try_acquire(self, job: str, ttl: timedelta) -> _SessionHeld | None:
         return take_session_lock(self.engine, "SELECT pg_try_advisory_lock(:key)", "SELECT pg_advisory_unlock(:key)",
                                  {"key": advisory_key(job)})
+
+    def unlock(self, job: str, ttl: timedelta) -> Unlocked:
+        """The server ends a dead holder's session and its lock with it: nothing is ever stale."""
+        return probe_unlock(self, job, ttl)

@@ -155,51 +155,21 @@ def history_items(engine: "Engine") -> dict[str, int]:
 
 
 def exposition(app: "App") -> str:
-    """Read the tracking tables and render every job's metrics."""
+    """Read the tracking tables and render every job's metrics, then each extension's (queue, emails)."""
     from .. import clock, tracking
     from ..execution import db_call
+    from ..registry import builtin_extensions
 
     now = clock.utcnow()
     states = db_call(app, lambda: tracking.all_states(app.engine, tracking.watched(app.config), now),
-                 "reading the tracking table")
+                     "reading the tracking table")
     counts = db_call(app, lambda: tracking.run_counts(app.engine), "reading the history")
     items = db_call(app, lambda: history_items(app.engine), "reading the history")
-    from ..queue import queue_depth
-
-    depth = db_call(app, lambda: queue_depth(app.engine), "reading the queue")
-    families = build(app.config, states, counts, items, now) + queue_families(depth)
-    return render(families + db_call(app, lambda: email_families(app, now), "reading the email queue"))
-
-
-def email_families(app: "App", now: datetime) -> list[Family]:
-    """Emails waiting and failed for good (the runs succeed either way), when email-queue is enabled."""
-    from ..builtin import email_status
-
-    job = email_status.email_queue(app.config)
-    if job is None or not email_status.exists(app.engine, job.settings.table):
-        return []
-    backlog = email_status.backlog(app.engine, job.settings.table, now)
-    emails = Family("cronwarden_emails", "gauge",
-                    "Emails in the email-queue table by status: pending (waiting or between retries), sending "
-                    "(claimed by a run), failed (given up: 5xx reply or max_attempts; `cronwarden emails "
-                    "retry` sends one again). Sent emails are not counted.")
-    for status, count in backlog.counts.items():
-        emails.add(count, status=status)
-    oldest = Family("cronwarden_email_oldest_pending_seconds", "gauge",
-                    "Age of the oldest pending or sending email (since it was queued); 0 when none waits.")
-    oldest.add(backlog.oldest_pending_seconds or 0.0)
-    return [emails, oldest]
-
-
-def queue_families(depth: Mapping[str, Any]) -> list[Family]:
-    """The one-off queue: jobs per status and how long the oldest due one has waited."""
-    jobs = Family("cronwarden_queue_jobs", "gauge", "One-off jobs in the queue table, by status.")
-    for status, count in depth["counts"].items():
-        jobs.add(count, status=status)
-    oldest = Family("cronwarden_queue_oldest_due_seconds", "gauge",
-                    "Seconds the oldest due queued job has waited to run; 0 when none is waiting.")
-    oldest.add(depth["oldest_due_seconds"] or 0.0)
-    return [jobs, oldest]
+    families = build(app.config, states, counts, items, now)
+    for extension in builtin_extensions():
+        if extension.metrics is not None:
+            families += extension.metrics(app, now)
+    return render(families)
 
 
 def write_file(path: Path, text: str) -> None:

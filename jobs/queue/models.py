@@ -1,5 +1,5 @@
-"""The queue table, registered with the core as an extension: `db upgrade` creates it as step 2 of the tool's
-schema (jobs.migrations), without the core importing the queue."""
+"""The queue table: `db upgrade` creates it as step 2 of the tool's schema (jobs.migrations), which the queue
+registers with the core as an extension (jobs.queue.extension), so the core never imports the queue."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Column, Index, Integer, MetaData, String, Table, Text, text
 
-from ..extensions import Extension, Migration, register
 from ..models import UTCDateTime
 
 if TYPE_CHECKING:
@@ -58,7 +57,7 @@ queued_jobs = Table(
 )
 
 
-def _create(conn: "Connection") -> list[str]:
+def create_table(conn: "Connection") -> list[str]:
     from ..ddl import create_tables
 
     return create_tables(conn, queued_jobs)
@@ -68,5 +67,3 @@ def create(engine: "Engine") -> None:
     """Create the queue table if it is missing (outside `db upgrade`: the queue's own tests)."""
     queued_jobs.create(engine, checkfirst=True)
 
-
-EXTENSION = register(Extension("queue", tables=(queued_jobs,), migrations=(Migration(2, _create),)))
