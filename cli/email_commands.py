@@ -32,7 +32,8 @@ def list_emails(
     """Emails newest first, without their bodies: status, attempts, last attempt, last error."""
     from jobs.operations import emails
 
-    rows = emails.listing(ctx.find_root().obj.app(read_only=True), status, limit)
+    wanted = emails.status_filter(status)
+    rows = emails.listing(ctx.find_root().obj.app(read_only=True), wanted, limit)
     if json:
         render.json_out({"emails": [emails.as_dict(r) for r in rows]})
         return exit_codes.EX_OK

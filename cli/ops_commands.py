@@ -126,8 +126,8 @@ def check(
     for j in result.alarming:
         render.line(f"{j.state.upper()} {j.name}: {_alarm_detail(j)}")
     for alarm in result.alarms:
-        if alarm.raised:
-            render.line(alarm.line or alarm.key)
+        if alarm.raised and alarm.line:
+            render.line(alarm.line)
     if result.ok and not _state(ctx).quiet:
         render.line(f"OK: {len(result.jobs)} jobs, none overdue or failing")
     return code

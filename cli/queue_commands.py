@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -12,6 +12,9 @@ from jobs.errors import UsageError
 
 from . import exit_codes, render
 from .errors import handled
+
+if TYPE_CHECKING:
+    from jobs.app import App
 
 log = logging.getLogger("cronwarden.cli")
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
@@ -26,7 +29,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(queue, name="queue")
 
 
-def _app(ctx: typer.Context, *, read_only: bool = False):  # noqa: ANN202 - the App
+def _app(ctx: typer.Context, *, read_only: bool = False) -> "App":
     return ctx.find_root().obj.app(read_only=read_only)
 
 
@@ -64,7 +67,7 @@ def enqueue(
 ) -> int:
     """Add a one-off job to the queue and print its id (with a taken --key: the existing job's, and a warning
     when its task or arguments differ)."""
-    from jobs.queue.operations import enqueue as add
+    from jobs.queue import operations
     from jobs.schedule import parse_duration
 
     if delay is not None and at is not None:
@@ -73,9 +76,9 @@ def enqueue(
         delay_td = parse_duration(delay) if delay is not None else None
     except ValueError as exc:
         raise UsageError(f"--delay: {exc}") from None
-    raw = _parse_args(arg or [])
+    wanted = operations.request(job, _parse_args(arg or []))
     when = _parse_at(at) if at is not None else None
-    done = add(_app(ctx), job, raw, delay=delay_td, at=when, after=after, key=key)
+    done = operations.enqueue(_app(ctx), wanted, delay=delay_td, at=when, after=after, key=key)
     if not done.same_arguments:
         log.warning("key %r already names job %d (%s) with other arguments: that job is kept unchanged, "
                     "these arguments were not queued", key, done.id, done.existing_job)
@@ -125,7 +128,8 @@ def list_jobs(
     """Queued jobs, newest first."""
     from jobs.queue import operations
 
-    rows = operations.listing(_app(ctx, read_only=True), status, limit)
+    wanted = operations.status_filter(status)
+    rows = operations.listing(_app(ctx, read_only=True), wanted, limit)
     if json:
         render.json_out({"jobs": [operations.as_dict(r) for r in rows]})
         return exit_codes.EX_OK

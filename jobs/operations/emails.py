@@ -32,10 +32,15 @@ def queue_table(app: "App") -> str:
     return table
 
 
-def listing(app: "App", status: str | None, limit: int) -> list[dict[str, Any]]:
-    """Emails newest first, without their bodies (UsageError for an unknown status)."""
+def status_filter(status: str | None) -> str | None:
+    """A status to list by, checked before anything else is read (UsageError when unknown)."""
     if status is not None and status not in STATUSES:
         raise UsageError(f"--status: must be one of {', '.join(STATUSES)}")
+    return status
+
+
+def listing(app: "App", status: str | None, limit: int) -> list[dict[str, Any]]:
+    """Emails newest first, without their bodies."""
     table = queue_table(app)
     rows = retried(app, lambda: email_status.listing(app.engine, table, status, limit), "reading the email queue")
     return [dict(r) for r in rows]

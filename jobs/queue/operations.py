@@ -12,6 +12,7 @@ from ..operations.common import retried
 
 if TYPE_CHECKING:
     from ..app import App
+    from . import TaskSpec
     from .store import Enqueued
     from .worker import WorkReport
 
@@ -30,19 +31,32 @@ def _db(app: "App", fn: Callable[[], T], what: str) -> T:
     return retried(app, checked, what)
 
 
-def enqueue(app: "App", job: str, raw_args: Mapping[str, str], *, delay: timedelta | None = None,
-            at: datetime | None = None, after: int | None = None, key: str | None = None) -> "Enqueued":
-    """Queue one task with arguments given as text (the CLI's KEY=VALUE), validated against its declaration
-    before anything is connected."""
-    from . import find_task, submit, validate_args
+@dataclass(frozen=True)
+class Request:
+    """A task and its validated arguments, ready to queue."""
+
+    task: "TaskSpec"
+    args: dict[str, Any]
+
+
+def request(job: str, raw_args: Mapping[str, str]) -> Request:
+    """The task and its arguments given as text (the CLI's KEY=VALUE), validated against its declaration
+    before any configuration is read or anything connected (InvalidArguments: exit 2)."""
+    from . import find_task, validate_args
 
     task = find_task(job)
     validated = validate_args(task, raw_args, from_text=True)
-    values = {f: getattr(validated, f) for f in validated.__dataclass_fields__}
+    return Request(task, {f: getattr(validated, f) for f in validated.__dataclass_fields__})
+
+
+def enqueue(app: "App", wanted: Request, *, delay: timedelta | None = None, at: datetime | None = None,
+            after: int | None = None, key: str | None = None) -> "Enqueued":
+    """Queue the task in a transaction of its own; a taken key gives the existing job (see `submit`)."""
+    from . import submit
 
     def write() -> "Enqueued":
         with app.engine.begin() as conn:
-            return submit(conn, task, args=values, delay=delay, at=at, after=after, key=key)
+            return submit(conn, wanted.task, args=wanted.args, delay=delay, at=at, after=after, key=key)
 
     return _db(app, write, "enqueuing the job")
 
@@ -55,13 +69,19 @@ def work(app: "App", *, max_jobs: int | None, max_seconds: float, batch_size: in
                                   batch_size=batch_size), "working the queue")
 
 
-def listing(app: "App", status: str | None, limit: int) -> list[dict[str, Any]]:
-    """Queued jobs newest first, as stored (UsageError for an unknown status)."""
-    from . import store
+def status_filter(status: str | None) -> str | None:
+    """A status to list by, checked before anything else is read (UsageError when unknown)."""
     from .models import STATUSES
 
     if status is not None and status not in STATUSES:
         raise UsageError(f"--status: must be one of {', '.join(STATUSES)}")
+    return status
+
+
+def listing(app: "App", status: str | None, limit: int) -> list[dict[str, Any]]:
+    """Queued jobs newest first, as stored."""
+    from . import store
+
     return [dict(r) for r in _db(app, lambda: store.listing(app.engine, status, limit), "reading the queue")]
 
 
