@@ -12,11 +12,12 @@ from sqlalchemy.exc import DBAPIError
 
 from jobs.models import SCHEMA_VERSION, executions, leases, runs, schema_version
 from jobs.queue.models import queued_jobs
+from jobs.registry import builtin_extensions
 from tests.conftest import Workspace
 from tests.test_setup_errors import bare, one_line, tables
 
 T = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-TOOL_TABLES = (schema_version, executions, runs, leases, queued_jobs)
+TOOL_TABLES = (schema_version, executions, runs, leases) + tuple(t for ext in builtin_extensions() for t in ext.tables)
 
 
 def old_schema(url: str, version: int) -> None:
@@ -82,6 +83,7 @@ def test_db_upgrade_brings_every_earlier_version_to_this_one_and_then_does_nothi
     result = cli(ws, "db", "upgrade")
     assert result.exit_code == 0, result.stderr
     assert shape(db_url) == model_shape()
+    assert tables(db_url) == {t.name for t in TOOL_TABLES}  # the application's tables only with --app-tables
     assert stored(db_url) == SCHEMA_VERSION
     if version in (1, 2):
         assert f"schema version {version} -> {SCHEMA_VERSION}" in result.stdout
