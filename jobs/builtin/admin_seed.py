@@ -15,9 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exists, insert, select
-
-from cronwarden import ConfigError, JobContext, JobSpec, PermanentError, Secret, identifier, ref, setting
+from cronwarden import ConfigError, JobContext, JobSpec, PermanentError, Secret, identifier, setting
 
 MIN_PASSWORD_LENGTH = 12
 PASSWORD_ENV = "CRONWARDEN_ADMIN_PASSWORD"
@@ -59,6 +57,8 @@ def validate(s: Settings) -> None:
 
 
 def run(ctx: JobContext, s: Settings) -> None:
+    from cronwarden import ref
+
     users = ref(s.table, times=("created_at",), others=_COLUMNS)
     ctx.count("created", 0)
     present = ctx.in_transaction(_present, users, s.username)
@@ -94,6 +94,8 @@ def _present(conn, users, username: str) -> str | None:  # noqa: ANN001
 
     A non-administrator holding the username is an error, never promoted.
     """
+    from sqlalchemy import exists, select
+
     admin = conn.execute(select(users.c.username).where(users.c.is_admin == True).limit(1)).scalar()  # noqa: E712
     if admin is not None:
         return f"username {admin!r}"
@@ -105,6 +107,8 @@ def _present(conn, users, username: str) -> str | None:  # noqa: ANN001
 
 def _create(conn, users, s: Settings, password_hash: str, now: datetime) -> str | None:  # noqa: ANN001
     """Insert the administrator unless one appeared meanwhile (re-checked in this transaction)."""
+    from sqlalchemy import insert
+
     present = _present(conn, users, s.username)
     if present:
         return present

@@ -48,8 +48,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
-
 from cronwarden import ConfigError, JobContext, JobSpec, PermanentError, Secret, TransientError, identifier, setting
 
 from .email_rows import QUEUE_COLUMNS, Claim, Outcome, claim, claimable, message_id, queue_table, write_outcomes
@@ -257,6 +255,8 @@ def _transport(s: Settings, sender: "Sender") -> Any:
 
 def _preview(ctx: JobContext, s: Settings, q: "TableClause") -> None:
     """Dry run: count what a run would send now (reclaims included); no claim, no connection."""
+    from sqlalchemy import func, select
+
     now = ctx.now
     rows = ctx.in_transaction(lambda conn: conn.execute(
         select(q.c.status, func.count()).where(claimable(q, now, now - s.visibility_timeout))

@@ -10,9 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Sequence
 
-from sqlalchemy import and_, bindparam, or_, select, update
-
-from cronwarden import ref
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -40,11 +37,15 @@ QUEUE_COLUMNS = _OTHERS + _TIMES
 
 
 def queue_table(name: str) -> "TableClause":
+    from cronwarden import ref
+
     return ref(name, times=_TIMES, others=_OTHERS)
 
 
 def claimable(q: "TableClause", now: datetime, stale_before: datetime):  # noqa: ANN201 - a SQL expression
     """Due pending rows, and rows left `sending` by a sender presumed dead."""
+    from sqlalchemy import and_, or_
+
     c = q.c
     due = and_(c.status == "pending", or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now))
     stale = and_(c.status == "sending", or_(c.claimed_at.is_(None), c.claimed_at <= stale_before))
@@ -61,6 +62,8 @@ def claim(conn: "Connection", q: "TableClause", dialect: str, *, by: str, now: d
     Only ids are picked and sorted (from the (status, next_attempt_at) index); the bodies are
     read for the claimed ids alone.
     """
+    from sqlalchemy import select, update
+
     c = q.c
     condition = claimable(q, now, stale_before)
     query = select(c.id, c.status).where(condition).order_by(c.id).limit(limit)
@@ -101,6 +104,8 @@ def write_outcomes(conn: "Connection", q: "TableClause", outcomes: Sequence[Outc
     """Write outcomes, only to rows still claimed by the same claim (a row reclaimed by another
     process is left alone). Sent rows, the common case, take one UPDATE per claim (sent_at: the
     latest acceptance among them); the others one executemany."""
+    from sqlalchemy import bindparam, update
+
     c = q.c
     sent: dict[tuple[str, datetime], list[Outcome]] = {}
     for outcome in outcomes:

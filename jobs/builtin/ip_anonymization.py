@@ -27,9 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
-
-from cronwarden import BatchSize, JobContext, JobSpec, identifier, ref, setting
+from cronwarden import BatchSize, JobContext, JobSpec, identifier, setting
 
 START_ROWS = 1_000
 TARGET_SECONDS = 0.04
@@ -48,6 +46,8 @@ class Settings:
 
 
 def run(ctx: JobContext, s: Settings) -> None:
+    from cronwarden import ref
+
     users = ref(s.table, times=(s.login_column,), others=(s.ip_column, s.key_column))
     cutoff = ctx.cutoff(s.retention_days)
     size = BatchSize(s.batch_size, START_ROWS, (TARGET_SECONDS / 2, TARGET_SECONDS))
@@ -67,6 +67,8 @@ def run(ctx: JobContext, s: Settings) -> None:
 def _batch(conn, users, s: Settings, cutoff: datetime, last: Any, size: int,  # noqa: ANN001
            dry_run: bool) -> tuple[int, Any]:
     """Anonymize (or count) the rows due in the next key range of `size` rows; returns (rows, last key or None)."""
+    from sqlalchemy import func, select, update
+
     key, login, ip = users.c[s.key_column], users.c[s.login_column], users.c[s.ip_column]
     in_range = [key > last] if last is not None else []
     boundary = conn.execute(select(key).where(*in_range).order_by(key).offset(size - 1).limit(1)).scalar()

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from cronwarden import After, BatchSize, JobContext, JobSpec, PermanentError, identifier, oldest_first, ref, setting
+from cronwarden import After, BatchSize, JobContext, JobSpec, PermanentError, identifier, oldest_first, setting
 
 TARGET_SECONDS = (0.1, 0.2)
 """A row batch faster than this range lets the next one grow, a slower one shrinks it."""
@@ -79,6 +79,8 @@ def run(ctx: JobContext, s: Settings) -> None:
 
 
 def _delete_rows(ctx: JobContext, s: Settings, cutoff: datetime) -> None:
+    from cronwarden import ref
+
     logs = ref(s.table, times=(s.created_column,), others=(s.key_column,))
     created, key = logs.c[s.created_column], logs.c[s.key_column]
     size = BatchSize(s.batch_size, FIRST_BATCH, TARGET_SECONDS)
