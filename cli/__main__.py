@@ -1,3 +1,3 @@
-from .app import main
+from .front import main
 
 raise SystemExit(main(prog_name="cronwarden"))

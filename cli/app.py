@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from .front import shadowing_problem
 from .state import State
 
 HELP = """Run an application's recurring maintenance jobs safely from cron or Kubernetes.
@@ -22,17 +22,6 @@ records its outcome and exits: 0 ran or skipped, 1 failed, 2 usage, 75 temporary
 class LogFormat(str, Enum):
     text = "text"
     json = "json"
-
-
-def _shadowing_problem() -> str | None:
-    """Another top-level `jobs` package (PYTHONPATH, a project's own) would replace ours silently."""
-    from importlib.util import find_spec
-
-    spec = find_spec("jobs")
-    here = Path(__file__).resolve().parent.parent
-    if spec is None or spec.origin is None or Path(spec.origin).resolve().parent.parent != here:
-        return "another package named 'jobs' shadows cronwarden's; check PYTHONPATH and the current directory"
-    return None
 
 
 def _print_version(value: bool) -> None:
@@ -107,7 +96,7 @@ def main(argv: list[str] | None = None, prog_name: str = "cronwarden") -> int:
 
     args = list(sys.argv[1:] if argv is None else argv)
     logs.use_format(argv_mod.log_format(args))
-    problem = _shadowing_problem()
+    problem = shadowing_problem()
     if problem:
         render.error(problem, masked=False)
         return exit_codes.EX_CONFIG

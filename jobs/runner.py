@@ -18,7 +18,7 @@ from .context import JobContext
 from .errors import ConfigError, DatabaseUnavailable, Interrupted, one_line
 from .execution import db_call, job_logger
 from .outcome import RunReport, RunStatus, Trigger
-from .schedule import is_due
+from .due import LOCKED_MESSAGE, skip
 
 if TYPE_CHECKING:
     from .app import App
@@ -55,7 +55,7 @@ def _run_job(app: "App", name: str, trigger: Trigger, *, dry_run: bool, settings
         stop = stack.enter_context(signals.graceful_stop())
         held = stack.enter_context(_holding(app, job))
         if held is None:
-            job_logger(name, None).info("skipped: another process holds the lock")
+            job_logger(name, None).info(LOCKED_MESSAGE)
             return RunReport(name, RunStatus.LOCKED, trigger)
         now = clock.utcnow()
         db_call(app, lambda: tracking.reap_abandoned(app.engine, job, now), "reaping abandoned runs")
@@ -87,13 +87,7 @@ def _check_needs(app: "App", job: "JobConfig", settings: Any) -> None:
 
 
 def _skip(job: "JobConfig", row: Any, trigger: Trigger) -> RunReport | None:
-    if trigger is not Trigger.SCHEDULED:
-        return None
-    if row is not None and row["paused"]:
-        return RunReport(job.name, RunStatus.PAUSED, trigger)
-    if not is_due(job.schedule, tracking.due_state(row, job), clock.utcnow()):
-        return RunReport(job.name, RunStatus.NOT_DUE, trigger, next_due_at=tracking.next_due_at(row, job))
-    return None
+    return skip(job, row, trigger, clock.utcnow())
 
 
 def _holding(app: "App", job: "JobConfig"):  # noqa: ANN202

@@ -11,6 +11,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from .clock import is_never
+from .due import due_state, next_due_at  # noqa: F401 - part of this module's API
 from .models import executions, runs
 from .schema import require
 from .outcome import RunStatus, Trigger
@@ -30,21 +31,6 @@ def read_state(engine: "Engine", job: str) -> "RowMapping | None":
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         require(engine, writes=True, conn=conn)
         return conn.execute(select(executions).where(executions.c.job_name == job)).mappings().first()
-
-
-def due_state(row: "RowMapping | None", job: "JobConfig") -> DueState | None:
-    if row is None:
-        return None
-    return DueState(
-        last_slot_at=row["schedule_slot_at"],
-        consecutive_failures=row["consecutive_failures"] or 0,
-        next_retry_at=row["next_retry_at"],
-        backoff_steps=len(job.retry_delays),
-    )
-
-
-def next_due_at(row: "RowMapping | None", job: "JobConfig") -> datetime | None:
-    return next_due(job.schedule, due_state(row, job))
 
 
 def reap_abandoned(engine: "Engine", job: "JobConfig", now: datetime) -> int:

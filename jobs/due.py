@@ -1,0 +1,48 @@
+"""The due decision of a scheduled tick, pure and import-light: shared by the runner and the quick path
+(cli/front.py), which decides "nothing to do" before SQLAlchemy or the CLI framework are imported."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Mapping
+
+from .outcome import RunReport, RunStatus, Trigger
+from .schedule import DueState, is_due, next_due
+
+if TYPE_CHECKING:
+    from .config import JobConfig
+
+LOCKED_MESSAGE = "skipped: another process holds the lock"
+# The tracking table's columns, in jobs.models order: a tick reads them all, so a table that lacks one is
+# noticed by the quick path as by the runner (tests/test_quick_path.py checks the two agree).
+EXECUTION_COLUMNS = (
+    "job_name", "last_executed_at", "next_scheduled_at", "last_executed_by", "last_status", "last_run_id",
+    "last_finished_at", "last_duration_seconds", "last_error", "last_success_at", "schedule_slot_at",
+    "consecutive_failures", "next_retry_at", "paused", "paused_at", "paused_by", "first_seen_at",
+)
+
+
+def due_state(row: "Mapping[str, Any] | None", job: "JobConfig") -> DueState | None:
+    if row is None:
+        return None
+    return DueState(
+        last_slot_at=row["schedule_slot_at"],
+        consecutive_failures=row["consecutive_failures"] or 0,
+        next_retry_at=row["next_retry_at"],
+        backoff_steps=len(job.retry_delays),
+    )
+
+
+def next_due_at(row: "Mapping[str, Any] | None", job: "JobConfig") -> datetime | None:
+    return next_due(job.schedule, due_state(row, job))
+
+
+def skip(job: "JobConfig", row: "Mapping[str, Any] | None", trigger: Trigger, now: datetime) -> RunReport | None:
+    """The report of a scheduled tick that runs nothing (paused, not due), or None when the job is owed a run."""
+    if trigger is not Trigger.SCHEDULED:
+        return None
+    if row is not None and row["paused"]:
+        return RunReport(job.name, RunStatus.PAUSED, trigger)
+    if not is_due(job.schedule, due_state(row, job), now):
+        return RunReport(job.name, RunStatus.NOT_DUE, trigger, next_due_at=next_due_at(row, job))
+    return None

@@ -1,0 +1,242 @@
+"""The quick path (cli/front.py, jobs/tick.py) decides a tick exactly as the full CLI does.
+
+Every state runs twice, in two identical workspaces: through the console script's front (quick path
+allowed) and with CRONWARDEN_QUICK_PATH=off (the full CLI alone). Exit code, stdout, stderr (modulo
+timestamps, durations, ids and the workspace's own names) and the tracking and history rows must agree.
+The front's process also reports whether SQLAlchemy was imported, so the states the quick path must
+decide are seen to be decided there, and the others to be handed over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MYSQL_ADMIN_URL, PG_ADMIN_URL, Workspace, _fresh_database
+
+JOB = "refresh-token-cleanup"
+FRONT = ("import os, sys\nfrom cli.front import main\ncode = main(sys.argv[1:])\n"
+         "heavy = [m for m in ('sqlalchemy', 'typer', 'click', 'pydantic', 'rich') if m in sys.modules]\n"
+         "open(os.environ['QUICK_MARK'], 'w').write(','.join(heavy))\n"
+         "raise SystemExit(code)\n")
+ADMIN = {"sqlite": None, "postgres": PG_ADMIN_URL, "mariadb": MYSQL_ADMIN_URL}
+# state -> (databases where it applies, decided by the quick path?)
+STATES = {
+    "never_run": (("sqlite", "postgres", "mariadb"), False),
+    "due": (("sqlite", "postgres", "mariadb"), False),
+    "not_due": (("sqlite", "postgres", "mariadb"), True),
+    "paused": (("sqlite", "postgres", "mariadb"), True),
+    "disabled": (("sqlite", "postgres", "mariadb"), True),
+    "backoff": (("sqlite", "postgres", "mariadb"), True),
+    "locked": (("sqlite", "postgres", "mariadb"), True),
+    "locked_lease": (("sqlite", "postgres", "mariadb"), False),
+    "abandoned": (("sqlite", "postgres", "mariadb"), False),
+    "bad_config": (("sqlite", "postgres", "mariadb"), False),
+    "unknown_job": (("sqlite", "postgres", "mariadb"), False),
+    "database_down": (("postgres", "mariadb"), False),
+    "tables_missing": (("sqlite", "postgres", "mariadb"), False),
+}
+CASES = [(state, db) for state, (dbs, _) in STATES.items() for db in dbs]
+
+
+def _engine(url: str):  # noqa: ANN202
+    from jobs.db import make_engine
+
+    return make_engine(url)
+
+
+def _prepare(ws: Workspace, state: str, db: str) -> None:
+    """Put one workspace in the state (the same steps for both workspaces of a case)."""
+    from sqlalchemy import update
+
+    from jobs.app_tables import create_default_tables
+    from jobs.models import executions
+
+    config = '[retry]\nattempts = 2\nmax_time = "1s"\n'
+    if state == "disabled":
+        config += f"[jobs.{JOB}]\nenabled = false\n"
+    if state == "bad_config":
+        config += f"[jobs.{JOB}]\nbatch_size = 0\n"
+    if state == "locked_lease":
+        config += '[locks]\nbackend = "lease"\n'
+    ws.write_config(config)
+    if state == "database_down":
+        ws.db_url = ws.db_url.replace("127.0.0.1:5432", "127.0.0.1:9").replace("127.0.0.1:3306", "127.0.0.1:9")
+        return
+    if state == "tables_missing":
+        return
+    eng = _engine(ws.db_url)
+    from jobs.schema import upgrade
+
+    upgrade(eng)
+    create_default_tables(eng)
+    full = ws.env(CRONWARDEN_QUICK_PATH="off")
+    now = datetime.now(timezone.utc)
+    if state in ("not_due", "due", "backoff", "paused"):
+        assert ws.run(JOB, env=full).returncode == 0
+    if state == "paused":
+        assert ws.run("pause", JOB, env=full).returncode == 0
+    with eng.begin() as conn:
+        if state == "due":
+            conn.execute(update(executions).values(schedule_slot_at=now - timedelta(days=3)))
+        if state == "backoff":
+            conn.execute(update(executions).values(schedule_slot_at=now - timedelta(days=3), consecutive_failures=1,
+                                                   next_retry_at=now + timedelta(hours=1)))
+    if state == "abandoned":
+        from jobs import config as config_mod, tracking
+        from jobs.outcome import Trigger
+        from jobs.registry import builtin_specs
+
+        job = config_mod.load({}, builtin_specs(), database_url=ws.db_url).job(JOB)
+        tracking.start_run(eng, job, Trigger.SCHEDULED, now - timedelta(minutes=5), "elsewhere", 1)
+    eng.dispose()
+
+
+def _hold_lock(ws: Workspace, state: str):  # noqa: ANN202
+    """Another process's lock, as the job's own backend takes it (this test process stands in for it)."""
+    if state not in ("locked", "locked_lease"):
+        return None
+    from jobs import config as config_mod
+    from jobs.locks import backend_for
+    from jobs.registry import builtin_specs
+
+    env = ws.env()
+    raw = config_mod.read_toml(ws.config_file)
+    cfg = config_mod.load(raw, builtin_specs(), environ=env, database_url=ws.db_url)
+    eng = _engine(ws.db_url)
+    held = backend_for(cfg, eng).try_acquire(JOB, timedelta(minutes=5))
+    assert held is not None
+    return held, eng
+
+
+def _rows(ws: Workspace, state: str) -> object:
+    if state in ("database_down", "tables_missing") and not ws.db_url.startswith("sqlite"):
+        return None
+    from sqlalchemy import select
+
+    from jobs.models import executions, runs
+
+    eng = _engine(ws.db_url)
+    try:
+        with eng.connect() as conn:
+            found = [dict(r) for r in conn.execute(select(executions)).mappings()]
+            found += [dict(r) for r in conn.execute(select(runs).order_by(runs.c.id)).mappings()]
+    finally:
+        eng.dispose()
+    return [{k: (v is not None if isinstance(v, datetime) or k in ("last_duration_seconds", "duration_seconds")
+                 else (v.rsplit(":", 1)[0] if k in ("last_executed_by", "paused_by") and v else v))
+             for k, v in row.items() if k != "pid"} for row in found]
+
+
+def _normal(text: str, ws: Workspace) -> str:
+    text = text.replace(str(ws.path), "WS")
+    text = re.sub(r"cw_[0-9a-f]{12}", "cw_DB", text)
+    text = re.sub(r"\d{4}-\d\d-\d\d[T ][0-9:.]+(\+00:00|Z)?", "TIME", text)
+    text = re.sub(r"\b\d+\.\d+s?\b", "N", text)
+    return re.sub(r"(pid=|run=|\"run_id\": )\d+", r"\1ID", text)
+
+
+def _invoke(ws: Workspace, args: tuple[str, ...], quick: bool, mark: Path) -> tuple:
+    env = ws.env(QUICK_MARK=str(mark))
+    if not quick:
+        env["CRONWARDEN_QUICK_PATH"] = "off"
+    proc = subprocess.run([sys.executable, "-c", FRONT, *args], cwd=ws.path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    return proc.returncode, _normal(proc.stdout, ws), _normal(proc.stderr, ws)
+
+
+@pytest.mark.parametrize(("state", "db"), CASES, ids=[f"{s}-{d}" for s, d in CASES])
+def test_quick_path_decides_as_the_full_cli(state: str, db: str, tmp_path: Path,
+                                            request: pytest.FixtureRequest) -> None:
+    outcomes, rows, marks = [], [], []
+    for quick in (True, False):
+        where = tmp_path / ("quick" if quick else "full")
+        where.mkdir()
+        if db == "sqlite":
+            url = f"sqlite:///{where / 'cronwarden.db'}"
+        else:
+            databases = _fresh_database(ADMIN[db], db)
+            url = next(databases)
+            request.addfinalizer(lambda gen=databases: next(gen, None))
+        ws = Workspace(where, url)
+        _prepare(ws, state, db)
+        held = _hold_lock(ws, state)
+        args = ("no-such-job",) if state == "unknown_job" else (JOB, "--json")
+        try:
+            outcomes.append(_invoke(ws, args, quick, where / "mark"))
+        finally:
+            if held is not None:
+                held[0].release()
+                held[1].dispose()
+        rows.append(_rows(ws, state))
+        marks.append((where / "mark").read_text())
+    assert outcomes[0] == outcomes[1]
+    assert rows[0] == rows[1]
+    decided_quickly = marks[0] == ""
+    assert decided_quickly is STATES[state][1], marks[0]
+    assert "typer" in marks[1]
+
+
+def test_locked_tick_logs_the_same_json_line(sqlite_workspace: Workspace, tmp_path: Path) -> None:
+    """--log-format json and --quiet after the job name: the lock line is the runner's, in JSON."""
+    ws = sqlite_workspace
+    held = _hold_lock(ws, "locked")
+    try:
+        quick = _invoke(ws, (JOB, "--log-format", "json"), True, tmp_path / "mark")
+        assert (tmp_path / "mark").read_text() == ""
+        full = _invoke(ws, (JOB, "--log-format", "json"), False, tmp_path / "mark2")
+        quiet = _invoke(ws, (JOB, "-q"), True, tmp_path / "mark3")
+    finally:
+        held[0].release()
+        held[1].dispose()
+    assert quick == full
+    line = json.loads(quick[2])
+    assert (line["level"], line["job"], line["event"]) == ("info", JOB,
+                                                           "skipped: another process holds the lock")
+    assert quiet == (0, "", "")
+
+
+def test_quick_column_list_matches_the_tracking_table() -> None:
+    from jobs.due import EXECUTION_COLUMNS
+    from jobs.models import executions
+
+    assert EXECUTION_COLUMNS == tuple(c.name for c in executions.columns)
+
+
+@pytest.mark.parametrize("url", ["sqlite:///cronwarden.db", "sqlite:////var/lib/cw/x.db",
+                                 "postgresql://postgres@127.0.0.1:5432/test", "postgres://u:p%40ss@db/app",
+                                 "postgresql+psycopg://u@h/d", "mysql://root:pw@127.0.0.1/test",
+                                 "mariadb://root@localhost:3307/x", "mysql+pymysql://a:b@c:1/d"])
+def test_plain_urls_parse_as_sqlalchemy_parses_them(url: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    from jobs.db import dialect_of, normalize
+    from jobs.dburl import parse
+
+    plain, full = parse(url), make_url(normalize(url))
+    assert (plain.dialect, plain.database, plain.host or None, plain.port, plain.user, plain.password) == \
+        (dialect_of(url), full.database, full.host, full.port, full.username, full.password)
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "postgresql:///db", "mysql://h/d?charset=x",
+                                 "postgresql://[::1]/d", "oracle://h/d", "postgresql://h:x/d", "postgresql://h"])
+def test_other_urls_are_handed_over(url: str) -> None:
+    from jobs.dburl import NotPlain, parse
+
+    with pytest.raises(NotPlain):
+        parse(url)
+
+
+def test_builtin_specs_load_without_sqlalchemy() -> None:
+    code = "import sys\nfrom jobs.registry import builtin_specs\nbuiltin_specs()\nprint('sqlalchemy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert out.stdout.strip() == "False"
