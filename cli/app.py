@@ -150,4 +150,7 @@ def _usage_error(exc, prog_name: str) -> int:  # noqa: ANN001 - click's UsageErr
 
 
 def run() -> None:
-    raise SystemExit(main())
+    """The console script of installs made before cli.front:run: the front decides first there too."""
+    from .front import main as front
+
+    raise SystemExit(front())
