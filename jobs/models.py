@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_VERSION = 3  # 2: queued_jobs (one-off job queue); 3: recurring_job_executions.first_seen_at
+from .due import SCHEMA_VERSION  # noqa: F401 - defined import-light there for the quick path
 
 
 class UTCDateTime(TypeDecorator[datetime]):

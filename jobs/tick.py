@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .due import EXECUTION_COLUMNS, skip
+from .due import EXECUTION_COLUMNS, SCHEMA_VERSION, skip
 from .outcome import RunReport, RunStatus, Trigger
 
 if TYPE_CHECKING:
@@ -104,11 +104,15 @@ def _sqlite(path: Path) -> Any:
 
 
 def _read(conn: Any, dialect: str, name: str) -> dict[str, Any] | None:
-    """The job's tracking row as the runner sees it (aware UTC datetimes, a bool `paused`)."""
+    """The job's tracking row as the runner sees it (aware UTC datetimes, a bool `paused`), once the
+    stored schema version is this one's."""
     mark = "?" if dialect == "sqlite" else "%s"
     sql = f"SELECT {', '.join(EXECUTION_COLUMNS)} FROM recurring_job_executions WHERE job_name = {mark}"
     cur = conn.cursor()
     try:
+        cur.execute("SELECT version FROM cronwarden_schema WHERE id = 1")
+        if cur.fetchone() != (SCHEMA_VERSION,):
+            raise HandOver("the tool's tables are not this version's")  # jobs.schema.require decides
         cur.execute(sql, (name,))
         found = cur.fetchone()
     finally:

@@ -45,6 +45,7 @@ STATES = {
     "unknown_job": (("sqlite", "postgres", "mariadb"), False),
     "database_down": (("postgres", "mariadb"), False),
     "tables_missing": (("sqlite", "postgres", "mariadb"), False),
+    "older_schema": (("sqlite", "postgres", "mariadb"), False),
 }
 CASES = [(state, db) for state, (dbs, _) in STATES.items() for db in dbs]
 
@@ -82,11 +83,15 @@ def _prepare(ws: Workspace, state: str, db: str) -> None:
     create_default_tables(eng)
     full = ws.env(CRONWARDEN_QUICK_PATH="off")
     now = datetime.now(timezone.utc)
-    if state in ("not_due", "due", "backoff", "paused"):
+    if state in ("not_due", "due", "backoff", "paused", "older_schema"):
         assert ws.run(JOB, env=full).returncode == 0
     if state == "paused":
         assert ws.run("pause", JOB, env=full).returncode == 0
     with eng.begin() as conn:
+        if state == "older_schema":
+            from jobs.models import schema_version
+
+            conn.execute(update(schema_version).values(version=2))
         if state == "due":
             conn.execute(update(executions).values(schedule_slot_at=now - timedelta(days=3)))
         if state == "backoff":
@@ -120,8 +125,8 @@ def _hold_lock(ws: Workspace, state: str):  # noqa: ANN202
 
 
 def _rows(ws: Workspace, state: str) -> object:
-    if state in ("database_down", "tables_missing") and not ws.db_url.startswith("sqlite"):
-        return None
+    if state in ("database_down", "tables_missing"):
+        return sorted(p.name for p in ws.path.iterdir())  # nothing created (but the config and the mark)
     from sqlalchemy import select
 
     from jobs.models import executions, runs
