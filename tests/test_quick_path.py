@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MYSQL_ADMIN_URL, PG_ADMIN_URL, Workspace, _fresh_database
+from tests.conftest import MYSQL_ADMIN_URL, PG_ADMIN_URL, Workspace
 
 JOB = "refresh-token-cleanup"
 FRONT = ("import os, sys\nfrom cli.front import main\ncode = main(sys.argv[1:])\n"
@@ -145,7 +145,7 @@ def _rows(ws: Workspace, state: str) -> object:
 
 def _normal(text: str, ws: Workspace) -> str:
     text = text.replace(str(ws.path), "WS")
-    text = re.sub(r"cw_[0-9a-f]{12}", "cw_DB", text)
+    text = re.sub(r"cw_[A-Za-z0-9]+_[0-9a-f]{8}", "cw_DB", text)
     text = re.sub(r"\d{4}-\d\d-\d\d[T ][0-9:.]+(\+00:00|Z)?", "TIME", text)
     text = re.sub(r"\b\d+\.\d+s?\b", "N", text)
     return re.sub(r"(pid=|run=|\"run_id\": )\d+", r"\1ID", text)
@@ -170,9 +170,11 @@ def test_quick_path_decides_as_the_full_cli(state: str, db: str, tmp_path: Path,
         if db == "sqlite":
             url = f"sqlite:///{where / 'cronwarden.db'}"
         else:
-            databases = _fresh_database(ADMIN[db], db)
-            url = next(databases)
-            request.addfinalizer(lambda gen=databases: next(gen, None))
+            from tests.databases import ServerDatabase
+
+            database = ServerDatabase(ADMIN[db])
+            request.addfinalizer(database.drop)
+            url = database.url
         ws = Workspace(where, url)
         _prepare(ws, state, db)
         held = _hold_lock(ws, state)
