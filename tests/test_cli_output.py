@@ -87,9 +87,9 @@ def test_quiet_prints_nothing_on_success_or_skip(workspace, cli):
 
 
 @pytest.mark.backend_neutral
-def test_without_a_terminal_a_run_prints_plain_log_lines_only(workspace):
-    result = workspace.run("refresh-token-cleanup")
-    assert result.returncode == 0 and result.stdout == ""
+def test_without_a_terminal_a_run_prints_plain_log_lines_only(workspace, cli):
+    result = cli(workspace, "refresh-token-cleanup")
+    assert result.exit_code == 0 and result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 2
     assert "INFO refresh-token-cleanup run=1: started" in lines[0]
@@ -97,8 +97,8 @@ def test_without_a_terminal_a_run_prints_plain_log_lines_only(workspace):
 
 
 @pytest.mark.backend_neutral
-def test_json_prints_exactly_one_object(workspace):
-    result = workspace.run("refresh-token-cleanup", "--json")
+def test_json_prints_exactly_one_object(workspace, cli):
+    result = cli(workspace, "refresh-token-cleanup", "--json")
     report = json.loads(result.stdout)
     assert result.stdout.count("\n") == 1
     assert report["status"] == "succeeded" and report["exit_code"] == 0 and report["run_id"] == 1
@@ -135,8 +135,8 @@ def test_at_a_terminal_a_run_ends_with_a_summary_table(workspace):
 
 
 @pytest.mark.backend_neutral
-def test_at_a_terminal_status_is_a_rich_table(workspace):
-    workspace.run("refresh-token-cleanup")
+def test_at_a_terminal_status_is_a_rich_table(workspace, cli):
+    cli(workspace, "refresh-token-cleanup")
     screen = _in_terminal(workspace, "status")
     assert "┏" in screen and "refresh-token-cleanup" in screen
 

@@ -26,6 +26,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+pytestmark = pytest.mark.xdist_group("wheel")  # one worker builds the module's wheel and venv, once
 REPO = Path(__file__).resolve().parent.parent
 CONTAINERFILE = REPO / "Containerfile"
 LOCK = REPO / "requirements.lock"
