@@ -27,20 +27,11 @@ def upgrade(
 
     It also notes every enabled job as known from now on, so `check` reports one that never runs.
     """
-    from jobs import schema
-    from jobs.execution import db_call
+    from jobs.operations.upgrade import upgrade as bring_up_to_date
 
     state = ctx.find_root().obj
     app = state.app(creates=True)
-    changes = db_call(app, lambda: schema.upgrade(app.engine), "upgrading the schema")
-    from jobs import clock, tracking
-
-    db_call(app, lambda: tracking.note_seen(app.engine, tracking.watched(app.config), clock.utcnow()),
-        "noting the configured jobs")
-    if app_tables:
-        from jobs.app_tables import create_default_tables
-
-        changes += db_call(app, lambda: create_default_tables(app.engine), "creating the application tables")
+    changes = bring_up_to_date(app, app_tables=app_tables)
     if not state.quiet:
         for change in changes:
             render.line(change)

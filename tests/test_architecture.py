@@ -104,6 +104,20 @@ def test_the_cli_runs_no_sql_and_opens_no_transaction():
         assert not calls, f"{path.relative_to(REPO)} calls {calls}"
 
 
+def test_the_cli_reaches_the_database_only_through_the_operations():
+    """Tables, schema and locks are the framework's: cli/ calls jobs.operations and jobs.queue.operations
+    (runs jobs through jobs.runner, decides a quick tick through jobs.tick)."""
+    storage = {"jobs.tracking", "jobs.schema", "jobs.migrations", "jobs.models", "jobs.locks", "jobs.db",
+               "jobs.app_tables", "jobs.queue.store", "jobs.queue.models", "jobs.builtin"}
+    for path in _py("cli"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        submodules = {f"jobs.{alias.name}" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                      and node.module == "jobs" and not node.level for alias in node.names}
+        bad = {m for m in _imports(path) | submodules
+               if any(m == part or m.startswith(part + ".") for part in storage)}
+        assert not bad, f"{path.relative_to(REPO)} imports {bad}"
+
+
 def test_the_core_never_imports_the_queue():
     """The queue registers itself as an extension of the core (jobs/extensions.py); the core asks the
     registry, so only the queue itself and the built-ins may import jobs.queue."""
