@@ -136,6 +136,7 @@ STATUS_STYLES = {
     "overdue": "bold red",
     "timed_out": "red",
     "abandoned": "red",
+    "duplicate_slot": "yellow",
     "interrupted": "yellow",
     "running": "cyan",
     "paused": "yellow",

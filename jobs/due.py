@@ -13,8 +13,9 @@ if TYPE_CHECKING:
     from .config import JobConfig
 
 LOCKED_MESSAGE = "skipped: another process holds the lock"
-# The version of the tool's tables (jobs.migrations): 2 added queued_jobs, 3 recurring_job_executions.first_seen_at.
-SCHEMA_VERSION = 3
+# The version of the tool's tables (jobs.migrations): 2 added queued_jobs, 3 recurring_job_executions.first_seen_at,
+# 4 job_slots.
+SCHEMA_VERSION = 4
 # The tracking table's columns, in jobs.models order: a tick reads them all, so a table that lacks one is
 # noticed by the quick path as by the runner (tests/test_quick_path.py checks the two agree).
 EXECUTION_COLUMNS = (

@@ -22,7 +22,7 @@ from sqlalchemy import inspect, select
 
 from . import ddl
 from .extensions import Migration
-from .models import SCHEMA_VERSION, executions, leases, runs, schema_version
+from .models import SCHEMA_VERSION, executions, leases, runs, schema_version, slots
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -38,9 +38,14 @@ def _first_seen(conn: "Connection") -> list[str]:
     return ddl.add_column(conn, executions, "first_seen_at")
 
 
+def _slots(conn: "Connection") -> list[str]:
+    return ddl.create_tables(conn, slots)
+
+
 CORE = (
     Migration(1, _core),  # recurring_job_executions, job_runs, job_leases, cronwarden_schema
     Migration(3, _first_seen),  # recurring_job_executions.first_seen_at (a never-run job becomes overdue)
+    Migration(4, _slots),  # job_slots: one claim per (job, slot), the database's fence against a second run
 )
 
 

@@ -105,6 +105,17 @@ leases = Table(
     Column("token", String(64), nullable=False),
 )
 
+slots = Table(
+    "job_slots",
+    metadata,
+    Column("job_name", String(128), primary_key=True),
+    Column("slot_at", UTCDateTime, primary_key=True, doc="the schedule slot a scheduled run serves"),
+    Column("run_id", Integer, nullable=False, doc="the run that claimed it (job_runs.id)"),
+    Column("claimed_at", UTCDateTime, nullable=False),
+)
+"""One row per (job, slot) claimed by a scheduled run that has not failed: the primary key is the fence that
+refuses a second run of the same slot whatever the locks believe (jobs.slots)."""
+
 schema_version = Table(
     "cronwarden_schema",
     metadata,

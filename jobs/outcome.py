@@ -12,7 +12,8 @@ class RunStatus(str, Enum):
     """What happened to a job on one invocation.
 
     Statuses of real runs are stored in the history table; skip statuses are
-    only reported (a skipped tick leaves no history row).
+    only reported (a skipped tick leaves no history row). `duplicate_slot` is stored
+    but did no work: a second holder of a slot the database refused.
     """
 
     RUNNING = "running"
@@ -21,6 +22,7 @@ class RunStatus(str, Enum):
     TIMED_OUT = "timed_out"
     INTERRUPTED = "interrupted"
     ABANDONED = "abandoned"
+    DUPLICATE_SLOT = "duplicate_slot"  # refused at its start: another run holds its schedule slot (jobs.slots)
     NOT_DUE = "not_due"
     LOCKED = "locked"
     DISABLED = "disabled"

@@ -1,8 +1,9 @@
 """The pipeline of one invocation, and the only module that knows the order of the steps:
 
 config (already valid) → enabled → due (cheap, no lock) → signals → lock →
-reap abandoned runs → due again (authoritative) → the job's tables (once) → record start → run in
-bounded transactions → record outcome → report.
+reap abandoned runs → due again (authoritative) → the job's tables (once) → record start and claim the
+schedule slot (jobs.slots: a slot another run holds ends here as `duplicate_slot`) → run in bounded
+transactions → record outcome → report.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from contextlib import ExitStack
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import clock, execution, signals, tracking
+from . import clock, execution, signals, slots, tracking
 from .context import JobContext
 from .errors import ConfigError, DatabaseUnavailable, Interrupted, one_line
 from .execution import db_call, job_logger
@@ -64,7 +65,7 @@ def _run_job(app: "App", name: str, trigger: Trigger, *, dry_run: bool, settings
         if skipped is not None:
             return skipped
         _check_needs(app, job, settings)
-        return _execute(app, job, trigger, settings, stop, held)
+        return _execute(app, job, trigger, settings, stop, held, row)
 
 
 def _validate(job: "JobConfig", settings: Any) -> None:
@@ -110,11 +111,16 @@ class _RetryingBackend:
         return db_call(self._app, lambda: self._backend.try_acquire(job, ttl), "taking the lock")
 
 
-def _execute(app: "App", job: "JobConfig", trigger: Trigger, settings: Any, stop, held) -> RunReport:  # noqa: ANN001
+def _execute(app: "App", job: "JobConfig", trigger: Trigger, settings: Any, stop, held,  # noqa: ANN001
+             row: Any) -> RunReport:
     host, pid = execution.owner()
     started = clock.utcnow()
-    run_id = db_call(app, lambda: tracking.start_run(app.engine, job, trigger, started, host, pid),
-                     "recording the start")
+    try:
+        run_id = _claim_start(app, job, trigger, started, host, pid, row)
+    except slots.SlotTaken as taken:
+        job_logger(job.name, taken.run_id).warning("duplicate_slot: %s", taken.message)
+        return RunReport(job.name, RunStatus.DUPLICATE_SLOT, trigger, run_id=taken.run_id, started_at=started,
+                         finished_at=started, error=taken.message)
     logger = job_logger(job.name, run_id)
     logger.info("started (trigger=%s, host=%s, pid=%d)", trigger.value, host, pid)
     _notify(app, logger, "run_started", job, run_id, trigger)
@@ -131,6 +137,16 @@ def _execute(app: "App", job: "JobConfig", trigger: Trigger, settings: Any, stop
     _log_outcome(logger, report)
     _notify(app, logger, "run_finished", job, report)
     return report
+
+
+def _claim_start(app: "App", job: "JobConfig", trigger: Trigger, started: datetime, host: str, pid: int,
+                 row: Any) -> int:
+    """Record the start and, for a scheduled run, claim the slot it serves in the same transaction: the
+    database's fence, whatever the lock believed (jobs.slots). Raises slots.SlotTaken when refused."""
+    slot = slots.served(job, row, trigger, started)
+    bound = app.config.locks.host_loss_bound
+    return db_call(app, lambda: tracking.start_run(app.engine, job, trigger, started, host, pid, slot=slot,
+                                                   abandoned_after=bound), "recording the start")
 
 
 def _report(name: str, trigger: Trigger, run_id: int | None, started: datetime, ending: execution.Ending,

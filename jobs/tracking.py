@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Iterable
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from . import slots
 from .clock import is_never
 from .due import due_state, next_due_at  # noqa: F401 - part of this module's API
 from .models import executions, runs
@@ -65,16 +66,30 @@ def reap_abandoned(engine: "Engine", job: "JobConfig", now: datetime) -> int:
     return len(stale)
 
 
-def start_run(engine: "Engine", job: "JobConfig", trigger: Trigger, now: datetime, host: str, pid: int) -> int:
-    """Record the run as running; returns its id."""
+def start_run(engine: "Engine", job: "JobConfig", trigger: Trigger, now: datetime, host: str, pid: int, *,
+              slot: datetime | None = None, abandoned_after: timedelta = timedelta(0)) -> int:
+    """Record the run as running, claiming `slot` (jobs.slots) in the same transaction; returns its id.
+
+    A slot another run holds makes this run `duplicate_slot`, finished at once, and raises slots.SlotTaken
+    once that is committed; the tracking row is left to the holder.
+    """
+    refused = None
     with engine.begin() as conn:
-        run_id = conn.execute(
+        run_id = int(conn.execute(
             insert(runs).values(job_name=job.name, status=RunStatus.RUNNING.value, trigger=trigger.value,
                                 host=host, pid=pid, started_at=now, items=0)
-        ).inserted_primary_key[0]
-        _upsert(conn, job.name, now, last_status=RunStatus.RUNNING.value, last_run_id=run_id, last_executed_at=now,
-                last_executed_by=f"{host}:{pid}")
-    return int(run_id)
+        ).inserted_primary_key[0])
+        holder = None if slot is None else slots.claim(conn, job.name, slot, run_id, now, abandoned_after)
+        if holder is not None:
+            refused = holder.describe(slot)
+            conn.execute(update(runs).where(runs.c.id == run_id).values(
+                status=RunStatus.DUPLICATE_SLOT.value, finished_at=now, duration_seconds=0.0, error=refused))
+        else:
+            _upsert(conn, job.name, now, last_status=RunStatus.RUNNING.value, last_run_id=run_id,
+                    last_executed_at=now, last_executed_by=f"{host}:{pid}")
+    if refused is not None:
+        raise slots.SlotTaken(run_id, refused)
+    return run_id
 
 
 def record_counts(conn: "Connection", run_id: int, counts: dict[str, int]) -> None:
@@ -112,6 +127,7 @@ def finish_run(
             conn.execute(delete(runs).where(runs.c.id == run_id))
         row = conn.execute(select(executions).where(executions.c.job_name == job.name)).mappings().first()
         if row is None or row["last_run_id"] != run_id:
+            slots.settle(conn, job.name, run_id, status, None)
             return None
         values: dict[str, Any] = dict(last_status=status.value, last_finished_at=finished,
                                       last_duration_seconds=duration, last_error=error)
@@ -128,6 +144,7 @@ def finish_run(
             values.update(consecutive_failures=failures, next_retry_at=due)
         else:
             due = row["next_retry_at"] if failures else next_due(job.schedule, DueState(last_slot_at=slot))
+        slots.settle(conn, job.name, run_id, status, slot)
         due = None if due is not None and is_never(due) else due
         values["next_scheduled_at"] = due
         conn.execute(update(executions).where(executions.c.job_name == job.name).values(**values))

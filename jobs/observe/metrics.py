@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PUSH_TIMEOUT = 5.0
 PUSH_JOB = "cronwarden"
-STORED_STATUSES = ("running", "succeeded", "failed", "timed_out", "interrupted", "abandoned")
+STORED_STATUSES = ("running", "succeeded", "failed", "timed_out", "interrupted", "abandoned", "duplicate_slot")
 HEALTH_STATES = ("ok", "pending", "running", "stuck", "overdue", "failing", "paused", "disabled")
 UP_STATES = frozenset({"ok", "running"})
 
