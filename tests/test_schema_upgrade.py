@@ -10,25 +10,28 @@ import pytest
 from sqlalchemy import Column, Index, MetaData, String, Table, cast, inspect, select
 from sqlalchemy.exc import DBAPIError
 
-from jobs.models import SCHEMA_VERSION, executions, leases, runs, schema_version
+from jobs.models import SCHEMA_VERSION, executions, leases, runs, schema_version, slots
 from jobs.queue.models import queued_jobs
 from jobs.registry import builtin_extensions
 from tests.conftest import Workspace
 from tests.test_setup_errors import bare, one_line, tables
 
 T = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-TOOL_TABLES = (schema_version, executions, runs, leases) + tuple(t for ext in builtin_extensions() for t in ext.tables)
+TOOL_TABLES = (schema_version, executions, runs, leases, slots) + tuple(
+    t for ext in builtin_extensions() for t in ext.tables)
 
 
 def old_schema(url: str, version: int) -> None:
     """The tool's tables as cronwarden of `version` created them, with a tracked job and one run.
 
-    1: tracking, history, leases, version; 2: + queued_jobs; 3: + recurring_job_executions.first_seen_at.
+    1: tracking, history, leases, version; 2: + queued_jobs; 3: + recurring_job_executions.first_seen_at;
+    4: + job_slots.
     """
     from jobs.db import make_engine
 
     md = MetaData()
-    for table in (schema_version, runs, leases) + ((queued_jobs,) if version >= 2 else ()):
+    for table in (schema_version, runs, leases) + ((queued_jobs,) if version >= 2 else ()) + \
+            ((slots,) if version >= 4 else ()):
         table.to_metadata(md)
     kept = [c for c in executions.columns if version >= 3 or c.name != "first_seen_at"]
     Table(executions.name, md, *(c._copy() for c in kept))
@@ -74,7 +77,7 @@ def model_shape() -> dict[str, tuple[set[str], set[str]]]:
     return {t.name: ({c.name for c in t.columns}, {i.name for i in t.indexes}) for t in TOOL_TABLES}
 
 
-@pytest.mark.parametrize("version", [0, 1, 2, 3])
+@pytest.mark.parametrize("version", [0, 1, 2, 3, 4])
 def test_db_upgrade_brings_every_earlier_version_to_this_one_and_then_does_nothing(tmp_path, cli, db_url, version):
     if version:
         old_schema(db_url, version)
@@ -89,6 +92,8 @@ def test_db_upgrade_brings_every_earlier_version_to_this_one_and_then_does_nothi
         assert f"schema version {version} -> {SCHEMA_VERSION}" in result.stdout
         assert "added column recurring_job_executions.first_seen_at" in result.stdout
         assert ("created table queued_jobs" in result.stdout) == (version == 1)
+    if version in (1, 2, 3):
+        assert "created table job_slots" in result.stdout
     if version:
         status = {j["name"]: j for j in json.loads(cli(ws, "status", "--json").stdout)["jobs"]}
         assert status["refresh-token-cleanup"]["consecutive_failures"] == 2
@@ -112,7 +117,8 @@ def test_tool_tables_without_their_version_row_are_completed_and_stamped(tmp_pat
     ws.write_config("")
     result = cli(ws, "db", "upgrade")
     assert result.exit_code == 0, result.stderr
-    assert result.stdout.splitlines()[:-1] == ["added column recurring_job_executions.first_seen_at"]
+    assert result.stdout.splitlines()[:-1] == ["added column recurring_job_executions.first_seen_at",
+                                               "created table job_slots"]
     assert shape(db_url) == model_shape() and stored(db_url) == SCHEMA_VERSION
 
 
