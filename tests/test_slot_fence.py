@@ -54,13 +54,14 @@ def test_two_hosts_whose_file_locks_do_not_see_each_other_run_the_slot_once(tmp_
     ws = Workspace(tmp_path, db_url, plugins=True).upgrade()
     ws.write_config('[locks]\nbackend = "file"\n' + YEARLY)
     engine = create_engine(_sync(db_url))
-    first = ws.popen("test-sleeper", "--batches", "100", "--batch-seconds", "0.1", "--json",
+    first = ws.popen("test-sleeper", "--batches", "200", "--batch-seconds", "0.1", "--json",
                      env=ws.env(CRONWARDEN_LOCK_DIR=str(tmp_path / "host-a")))
     try:
         _wait_for_batch(engine, first)
-        second = ws.run("test-sleeper", "--batches", "100", "--batch-seconds", "0.1", "--json",
+        second = ws.run("test-sleeper", "--batches", "200", "--batch-seconds", "0.1", "--json",
                         env=ws.env(CRONWARDEN_LOCK_DIR=str(tmp_path / "host-b")))
         refused = json.loads(second.stdout)
+        assert first.poll() is None, "the first run ended before the second started: nothing was tested"
         assert second.returncode == 0 and refused["status"] == "duplicate_slot", second.stderr
         assert "already claimed by run" in refused["error"] and refused["counts"] == {}
         out, err = first.communicate(timeout=60)
