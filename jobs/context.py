@@ -15,6 +15,7 @@ from .errors import LeaseLost, TimedOut
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
+    from .batches import BatchSize
     from .claims import ClaimAhead, GroupRecorder
     from .config import RetryPolicy
     from .locks import Held
@@ -183,6 +184,19 @@ class JobContext:
 
         return retry.call(attempt, self._retry, sleep=self._stop.sleep, what=f"{self.job} batch",
                           before_attempt=self.checkpoint)
+
+    def in_batches(self, step: Callable[..., T], size: "BatchSize", *args: Any,
+                   tally: Callable[[T], dict[str, int]] | None = None, **kwargs: Any) -> T:
+        """Run `step(conn, *args, size=rows, after=position, **kwargs)` one transaction per batch (see
+        in_transaction) until the position it returns last (its result's last item) is None; `rows`
+        follows the previous batch's duration (BatchSize). Returns the last batch's result."""
+        after: Any = None
+        while True:
+            result = self.in_transaction(step, *args, size=size.rows, after=after, tally=tally, **kwargs)
+            after = result[-1]  # type: ignore[index]
+            if after is None:
+                return result
+            size.after(self.last_transaction)
 
     def record(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Write down what already happened, which a stop request or a lost lock cannot undo (a message

@@ -51,26 +51,20 @@ def run(ctx: JobContext, s: Settings) -> None:
     users = ref(s.table, times=(s.login_column,), others=(s.ip_column, s.key_column))
     cutoff = ctx.cutoff(s.retention_days)
     size = BatchSize(s.batch_size, START_ROWS, (TARGET_SECONDS / 2, TARGET_SECONDS))
-    last: Any = None
     ctx.count("anonymized", 0)
-    while True:
-        _, last = ctx.in_transaction(_batch, users, s, cutoff, last, size.rows, ctx.dry_run,
-                                     tally=lambda result: {"anonymized": result[0]})
-        if last is None:
-            break
-        size.after(ctx.last_transaction)
+    ctx.in_batches(_batch, size, users, s, cutoff, ctx.dry_run, tally=lambda result: {"anonymized": result[0]})
     if ctx.dry_run:
         ctx.detail(f"would anonymize the last login IP of {ctx.counts['anonymized']} users "
                    f"whose last login is at or before {cutoff.isoformat()}")
 
 
-def _batch(conn, users, s: Settings, cutoff: datetime, last: Any, size: int,  # noqa: ANN001
-           dry_run: bool) -> tuple[int, Any]:
+def _batch(conn, users, s: Settings, cutoff: datetime, dry_run: bool, *, size: int,  # noqa: ANN001
+           after: Any) -> tuple[int, Any]:
     """Anonymize (or count) the rows due in the next key range of `size` rows; returns (rows, last key or None)."""
     from sqlalchemy import func, select, update
 
     key, login, ip = users.c[s.key_column], users.c[s.login_column], users.c[s.ip_column]
-    in_range = [key > last] if last is not None else []
+    in_range = [key > after] if after is not None else []
     boundary = conn.execute(select(key).where(*in_range).order_by(key).offset(size - 1).limit(1)).scalar()
     if boundary is not None:
         in_range.append(key <= boundary)

@@ -84,13 +84,8 @@ def _delete_rows(ctx: JobContext, s: Settings, cutoff: datetime) -> None:
     logs = ref(s.table, times=(s.created_column,), others=(s.key_column,))
     created, key = logs.c[s.created_column], logs.c[s.key_column]
     size = BatchSize(s.batch_size, FIRST_BATCH, TARGET_SECONDS)
-    after: After | None = None
-    while True:
-        _, after = ctx.in_transaction(oldest_first, logs, created, key, cutoff, size.rows, after,
-                                      dry_run=ctx.dry_run, tally=lambda result: {"rows_deleted": result[0]})
-        if after is None:
-            break
-        size.after(ctx.last_transaction)
+    ctx.in_batches(oldest_first, size, logs, created, key, cutoff, dry_run=ctx.dry_run,
+                   tally=lambda result: {"rows_deleted": result[0]})
     if ctx.dry_run:
         ctx.detail(f"would delete {ctx.counts['rows_deleted']} rows of {s.table} created before "
                    f"{cutoff.isoformat()}")

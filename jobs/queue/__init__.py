@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TypedDict, Unpack
 
 from ..errors import ConfigError, UsageError
 from ..settings import NoSettings, coerce, fields_of, type_of
@@ -184,16 +184,17 @@ def args_from_json(task: TaskSpec, text: str) -> Any:
     return validate_args(task, json.loads(text), from_text=True)
 
 
-def enqueue(
-    connection_or_session: Any,
-    job: "str | TaskSpec",
-    *,
-    args: Mapping[str, Any] | None = None,
-    delay: timedelta | None = None,
-    at: datetime | None = None,
-    after: int | None = None,
-    key: str | None = None,
-) -> int:
+class EnqueueOptions(TypedDict, total=False):
+    """enqueue's and submit's keywords: the arguments, when it may run, its parent, its idempotency key."""
+
+    args: Mapping[str, Any] | None
+    delay: timedelta | None
+    at: datetime | None
+    after: int | None
+    key: str | None
+
+
+def enqueue(connection_or_session: Any, job: "str | TaskSpec", **options: Unpack[EnqueueOptions]) -> int:
     """Add a job in the caller's transaction (never committed here); returns its id.
 
     The job exists exactly when the caller's transaction commits. The same key
@@ -201,7 +202,7 @@ def enqueue(
     `after` makes a continuation: it runs once that job succeeds and is
     cancelled if it fails for good or is cancelled.
     """
-    return submit(connection_or_session, job, args=args, delay=delay, at=at, after=after, key=key).id
+    return submit(connection_or_session, job, **options).id
 
 
 def submit(

@@ -45,7 +45,7 @@ def erase_user(ctx: JobContext, a: EraseArgs) -> None:
     users = ref(a.users_table, others=("id", "email", "username", "password_hash", "last_login_ip"))
     tokens = ref(a.tokens_table, others=("user_id", a.tokens_key_column))
 
-    def erase(conn, size: int, after: Any) -> tuple[int, int, Any]:  # noqa: ANN001
+    def erase(conn, *, size: int, after: Any) -> tuple[int, int, Any]:  # noqa: ANN001
         deleted, last = by_key(conn, tokens, tokens.c[a.tokens_key_column], size, after,
                                where=[tokens.c.user_id == a.user_id])
         if last is not None:
@@ -56,13 +56,7 @@ def erase_user(ctx: JobContext, a: EraseArgs) -> None:
     ctx.count("tokens_deleted", 0)
     ctx.count("users_erased", 0)
     size = BatchSize(a.batch_size, ERASE_FIRST_BATCH, ERASE_TARGET_SECONDS)
-    after: Any = None
-    while True:
-        _, erased, after = ctx.in_transaction(erase, size.rows, after,
-                                              tally=lambda r: {"tokens_deleted": r[0], "users_erased": r[1]})
-        if after is None:
-            break
-        size.after(ctx.last_transaction)
+    _, erased, _ = ctx.in_batches(erase, size, tally=lambda r: {"tokens_deleted": r[0], "users_erased": r[1]})
     if not erased:
         ctx.detail(f"no user {a.user_id} in {a.users_table}: nothing to erase")
 
