@@ -51,16 +51,16 @@ def quick(args: list[str]) -> int | None:
     from jobs.tick import HandOver
 
     try:
-        report = _decide(line)
+        reports = _decide(line)
     except (HandOver, Exception):  # noqa: BLE001 - any doubt, any error: the full CLI decides and explains
         return None
-    if report is None:
+    if reports is None:
         return None
-    return _show(line, report)
+    return _show(line, reports)
 
 
 def _parse(args: list[str]) -> dict | None:
-    """`[global options] JOB [global options] [--json]`, and nothing else; None for any other line."""
+    """`[global options] JOB|run-due [global options] [--json]`, and nothing else; None for any other line."""
     line: dict = {"config": None, "database_url": None, "log_format": "text", "quiet": False, "json": False,
                   "job": None}
     i = 0
@@ -88,14 +88,15 @@ def _parse(args: list[str]) -> dict | None:
     return line
 
 
-def _decide(line: dict):  # noqa: ANN202 - a RunReport or None
+def _decide(line: dict):  # noqa: ANN202 - a list of RunReport, or None
     """Load the configuration as the full CLI does (built-in jobs only) and ask jobs.tick."""
     from jobs import clock, config as config_mod, dburl, tick
+    from jobs.due import recurring
     from jobs.observe.tracing import configured
     from jobs.registry import builtin_specs
 
     specs = builtin_specs()
-    if line["job"] not in {spec.name for spec in specs}:
+    if line["job"] not in {spec.name for spec in specs} | {"run-due"}:
         return None
     path = config_mod.find_config_file(line["config"], os.environ)
     raw = config_mod.read_toml(path)
@@ -104,11 +105,12 @@ def _decide(line: dict):  # noqa: ANN202 - a RunReport or None
     config = config_mod.load(raw, specs, database_url=line["database_url"], source=path, check_url=dburl.check)
     if any(job.ping_url for job in config.jobs.values()) or configured(os.environ):
         return None
-    return tick.decide(config, line["job"], clock.utcnow())
+    names = recurring(config) if line["job"] == "run-due" else [line["job"]]
+    return tick.decide(config, names, clock.utcnow())
 
 
-def _show(line: dict, report) -> int:  # noqa: ANN001 - a RunReport
-    """What cli/job_commands.py prints for the same report: the lock line on stderr, --json on stdout."""
+def _show(line: dict, reports: list) -> int:
+    """What cli/job_commands.py prints for the same reports: the lock lines on stderr, --json on stdout."""
     from jobs.due import LOCKED_MESSAGE
     from jobs.execution import job_logger
     from jobs.outcome import RunStatus
@@ -118,10 +120,15 @@ def _show(line: dict, report) -> int:  # noqa: ANN001 - a RunReport
 
     state = State((), False, log_format=line["log_format"], quiet=line["quiet"])
     logs.setup(state.log_format, state.log_level())
-    if report.status is RunStatus.LOCKED:
-        job_logger(report.job, None).info(LOCKED_MESSAGE)
-    code = exit_codes.for_report(report)
-    render.run_report(report, as_json=line["json"], quiet=line["quiet"], exit_code=code)
+    for report in reports:
+        if report.status is RunStatus.LOCKED:
+            job_logger(report.job, None).info(LOCKED_MESSAGE)
+    codes = [exit_codes.for_report(report) for report in reports]
+    code = exit_codes.worst(codes)
+    if line["job"] != "run-due":
+        render.run_report(reports[0], as_json=line["json"], quiet=line["quiet"], exit_code=code)
+    elif line["json"]:
+        render.json_out(render.run_due_json(reports, codes, code))
     return code
 
 

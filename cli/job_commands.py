@@ -89,11 +89,11 @@ def run_due(
     One-shot jobs (schedule "once", such as admin-seed) are run explicitly at deploy time.
     """
     from jobs import runner
-    from jobs.schedule import Once
+    from jobs.due import recurring
 
     state = ctx.find_root().obj
     app = state.app(progress=not json)
-    names = [name for name, job in app.config.jobs.items() if job.enabled and not isinstance(job.schedule, Once)]
+    names = recurring(app.config)
 
     def show(report: RunReport) -> None:
         if not json and not state.quiet and render.is_terminal() and not report.status.is_skip:
@@ -103,7 +103,7 @@ def run_due(
     codes = [exit_codes.for_report(r) for r in reports]
     code = exit_codes.worst(codes)
     if json:
-        render.json_out({"exit_code": code, "jobs": [{**r.as_dict(), "exit_code": c} for r, c in zip(reports, codes)]})
+        render.json_out(render.run_due_json(reports, codes, code))
     elif not state.quiet and render.is_terminal():
         render.table("run-due", ["job", "status", "duration", "items"],
                      [[r.job, r.status.value, render.seconds(r.duration_seconds), str(sum(r.counts.values()))]

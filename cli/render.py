@@ -154,6 +154,11 @@ def run_report(report: "RunReport", *, as_json: bool, quiet: bool, exit_code: in
     summary(report)
 
 
+def run_due_json(reports: "Sequence[RunReport]", codes: Sequence[int], code: int) -> dict[str, Any]:
+    """`run-due --json`: the worst exit code, and every job's report with its own."""
+    return {"exit_code": code, "jobs": [{**r.as_dict(), "exit_code": c} for r, c in zip(reports, codes)]}
+
+
 def summary(report: "RunReport") -> None:
     from rich.console import Console
     from rich.table import Table

@@ -10,7 +10,7 @@ from .outcome import RunReport, RunStatus, Trigger
 from .schedule import DueState, is_due, next_due
 
 if TYPE_CHECKING:
-    from .config import JobConfig
+    from .config import Config, JobConfig
 
 LOCKED_MESSAGE = "skipped: another process holds the lock"
 # The version of the tool's tables (jobs.migrations): 2 added queued_jobs, 3 recurring_job_executions.first_seen_at,
@@ -23,6 +23,14 @@ EXECUTION_COLUMNS = (
     "last_finished_at", "last_duration_seconds", "last_error", "last_success_at", "schedule_slot_at",
     "consecutive_failures", "next_retry_at", "paused", "paused_at", "paused_by", "first_seen_at",
 )
+
+
+def recurring(config: "Config") -> list[str]:
+    """The jobs `run-due` ticks, in the configuration's order: enabled, with a schedule a tick honours
+    (one-shot jobs are run explicitly)."""
+    from .schedule import Once
+
+    return [name for name, job in config.jobs.items() if job.enabled and not isinstance(job.schedule, Once)]
 
 
 def due_state(row: "Mapping[str, Any] | None", job: "JobConfig") -> DueState | None:

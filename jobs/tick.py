@@ -29,27 +29,36 @@ class HandOver(Exception):
     """The quick path does not decide this tick: the full CLI does."""
 
 
-def decide(config: "Config", name: str, now: datetime) -> RunReport:
-    """The report of a scheduled tick that does nothing; HandOver when there is work or any doubt."""
+def decide(config: "Config", names: list[str], now: datetime) -> list[RunReport]:
+    """The reports of scheduled ticks of these jobs (one, or run-due's) that do nothing, in order, through one
+    connection; HandOver when any of them has work, or at any doubt."""
     from . import dburl
 
+    reports = {name: RunReport(name, RunStatus.DISABLED, Trigger.SCHEDULED)
+               for name in names if not config.job(name).enabled}
+    live = [name for name in names if name not in reports]
+    if live:
+        url = dburl.parse(config.database_url)
+        backend = _backend(config, url)
+        conn = _connect(url, config)
+        try:
+            for name in live:
+                reports[name] = _decide(conn, url, backend, config, name, now)
+        finally:
+            conn.close()
+    return [reports[name] for name in names]
+
+
+def _decide(conn: Any, url: "PlainURL", backend: str, config: "Config", name: str, now: datetime) -> RunReport:
     job = config.job(name)
-    if not job.enabled:
-        return RunReport(name, RunStatus.DISABLED, Trigger.SCHEDULED)
-    url = dburl.parse(config.database_url)
-    backend = _backend(config, url)
-    conn = _connect(url, config)
-    try:
-        row = _read(conn, url.dialect, name)
-        report = skip(job, row, Trigger.SCHEDULED, now)
-        if report is not None:
-            return report
-        if job.spec.validate is not None:
-            job.spec.validate(job.settings)
-        if _held_elsewhere(conn, backend, config, url, name):
-            return RunReport(name, RunStatus.LOCKED, Trigger.SCHEDULED)
-    finally:
-        conn.close()
+    row = _read(conn, url.dialect, name)
+    report = skip(job, row, Trigger.SCHEDULED, now)
+    if report is not None:
+        return report
+    if job.spec.validate is not None:
+        job.spec.validate(job.settings)
+    if _held_elsewhere(conn, backend, config, url, name):
+        return RunReport(name, RunStatus.LOCKED, Trigger.SCHEDULED)
     raise HandOver(f"{name} is due")
 
 

@@ -198,9 +198,9 @@ def _upsert(conn: "Connection", job: str, seen: datetime, **values: Any) -> None
 
 def watched(config: "Config") -> list[str]:
     """The jobs whose first sighting starts an overdue clock: enabled, with a schedule a tick honours."""
-    from .schedule import Once
+    from .due import recurring
 
-    return [name for name, job in config.jobs.items() if job.enabled and not isinstance(job.schedule, Once)]
+    return recurring(config)
 
 
 def note_seen(engine: "Engine", names: "list[str]", now: datetime) -> list[str]:

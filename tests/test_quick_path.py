@@ -56,7 +56,7 @@ def _engine(url: str):  # noqa: ANN202
     return make_engine(url)
 
 
-def _prepare(ws: Workspace, state: str, db: str) -> None:
+def _prepare(ws: Workspace, state: str, db: str, run_due: bool = False) -> None:
     """Put one workspace in the state (the same steps for both workspaces of a case)."""
     from sqlalchemy import update
 
@@ -64,6 +64,8 @@ def _prepare(ws: Workspace, state: str, db: str) -> None:
     from jobs.models import executions
 
     config = '[retry]\nattempts = 2\nmax_time = "1s"\n'
+    if run_due:  # two recurring jobs: refresh-token-cleanup in the state, log-cleanup not due
+        config += "[jobs.email-queue]\nenabled = false\n[jobs.ip-anonymization]\nenabled = false\n"
     if state == "disabled":
         config += f"[jobs.{JOB}]\nenabled = false\n"
     if state == "bad_config":
@@ -83,6 +85,8 @@ def _prepare(ws: Workspace, state: str, db: str) -> None:
     create_default_tables(eng)
     full = ws.env(CRONWARDEN_QUICK_PATH="off")
     now = datetime.now(timezone.utc)
+    if run_due:
+        assert ws.run("log-cleanup", env=full).returncode == 0
     if state in ("not_due", "due", "backoff", "paused", "older_schema"):
         assert ws.run(JOB, env=full).returncode == 0
     if state == "paused":
@@ -163,6 +167,22 @@ def _invoke(ws: Workspace, args: tuple[str, ...], quick: bool, mark: Path) -> tu
 @pytest.mark.parametrize(("state", "db"), CASES, ids=[f"{s}-{d}" for s, d in CASES])
 def test_quick_path_decides_as_the_full_cli(state: str, db: str, tmp_path: Path,
                                             request: pytest.FixtureRequest) -> None:
+    args = ("no-such-job",) if state == "unknown_job" else (JOB, "--json")
+    _compare(state, db, args, tmp_path, request)
+
+
+RUN_DUE = [(state, db) for state in ("not_due", "paused", "locked", "due") for db in ("sqlite", "postgres", "mariadb")]
+
+
+@pytest.mark.parametrize(("state", "db"), RUN_DUE, ids=[f"{s}-{d}" for s, d in RUN_DUE])
+def test_quick_run_due_decides_as_the_full_cli(state: str, db: str, tmp_path: Path,
+                                               request: pytest.FixtureRequest) -> None:
+    """run-due with refresh-token-cleanup in the state and log-cleanup not due: one report per job."""
+    _compare(state, db, ("run-due", "--json"), tmp_path, request, run_due=True)
+
+
+def _compare(state: str, db: str, args: tuple[str, ...], tmp_path: Path, request: pytest.FixtureRequest,
+             run_due: bool = False) -> None:
     outcomes, rows, marks = [], [], []
     for quick in (True, False):
         where = tmp_path / ("quick" if quick else "full")
@@ -176,9 +196,8 @@ def test_quick_path_decides_as_the_full_cli(state: str, db: str, tmp_path: Path,
             request.addfinalizer(database.drop)
             url = database.url
         ws = Workspace(where, url)
-        _prepare(ws, state, db)
+        _prepare(ws, state, db, run_due)
         held = _hold_lock(ws, state)
-        args = ("no-such-job",) if state == "unknown_job" else (JOB, "--json")
         try:
             outcomes.append(_invoke(ws, args, quick, where / "mark"))
         finally:
