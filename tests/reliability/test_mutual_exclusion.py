@@ -8,7 +8,7 @@ import pytest
 
 import mutual_exclusion
 
-BUDGET = 240  # seconds, the script's --max-seconds; pytest's timeout leaves room for its set-up
+BUDGET = 150  # seconds, the script's --max-seconds; pytest's timeout leaves room for its set-up
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(BUDGET + 120)]
 
 
