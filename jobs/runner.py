@@ -33,7 +33,7 @@ def run_job(app: "App", name: str, trigger: Trigger = Trigger.SCHEDULED, *, dry_
     Raises Interrupted (signal before any run was recorded), DatabaseUnavailable and ConfigError.
     """
     report = _run_job(app, name, trigger, dry_run=dry_run, settings=settings)
-    if report.status.is_skip:
+    if report.status.is_skip or report.status is RunStatus.DUPLICATE_SLOT:  # no work: no ping, no span
         _notify(app, job_logger(name, None), "run_skipped", app.config.job(name), report)
     return report
 
