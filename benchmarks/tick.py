@@ -12,6 +12,7 @@ Measured in the same rounds (the order rotated each round):
     its one job not due.
 Then 15 losers started together while a winner works (this script holds the job's lock): when each exits,
 after the moment they were started (median and slowest), on SQLite and PostgreSQL, --stampedes rounds.
+And a due run's fixed cost on SQLite: process start to the run's start, the run's end to the exit.
 
     /work/main/.venv/bin/python benchmarks/tick.py --python-m [--runs 20] [--before /tmp/cw-before]
         [--django-venv /tmp/djcron-venv]
@@ -32,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import PG_ADMIN_URL, bench_env, cronwarden_argv, machine, run, spread, timed  # noqa: E402
+from _common import bench_env, cronwarden_argv, machine, run, spread, timed  # noqa: E402
 
 JOB = "refresh-token-cleanup"
 MYSQL_ADMIN_URL = os.environ.get("CRONWARDEN_BENCH_MYSQL", "mysql://root@127.0.0.1:3306/test")
@@ -137,6 +138,29 @@ def stampede(cw: list[str], env: dict, folder: Path, n: int = 15) -> list[float]
     return sorted(exits.values())
 
 
+def due_run(cw: list[str], env: dict, folder: Path, db: Path) -> tuple[float, float]:
+    """A due run's fixed cost on SQLite (the tokens table empty): seconds from the process's start to the run's
+    start, and from the run's end to the process's exit (the run's own timestamps, from --json)."""
+    import json
+    import sqlite3
+    from datetime import datetime
+
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE recurring_job_executions SET schedule_slot_at = '2000-01-01 00:00:00.000000'")
+        try:
+            conn.execute("DELETE FROM job_slots")  # the slot this day's run claimed (schema version 4)
+        except sqlite3.OperationalError:
+            pass  # an earlier version's tables
+    started = time.time()
+    out = subprocess.run([*cw, JOB, "--json"], env=env, cwd=folder, capture_output=True, text=True, check=True)
+    ended = time.time()
+    report = json.loads(out.stdout)
+    if report["status"] != "succeeded":
+        raise SystemExit(f"the due run did not run: {out.stdout}")
+    return (datetime.fromisoformat(report["started_at"]).timestamp() - started,
+            ended - datetime.fromisoformat(report["finished_at"]).timestamp())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="measured runs of each command (default 20)")
@@ -202,6 +226,15 @@ def main() -> None:
                     stampedes[f"15 losers, {kind}{variant}"].append(stampede(argv, env_v, work / f"{kind}_locked"))
         for kind, held, _ in holds:
             _release(kind, held)
+        due: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        if "sqlite" in kinds:
+            env_s = commands["not-due tick, sqlite"][1]
+            db = Path(env_s["CRONWARDEN_DATABASE_URL"].partition("///")[2])
+            for _ in range(args.runs):
+                due["due run, sqlite"].append(due_run(cw, env_s, work / "sqlite_tick", db))
+                if before:
+                    due["due run, sqlite, before"].append(
+                        due_run(before, {**env_s, "PYTHONPATH": str(args.before)}, work / "sqlite_tick", db))
 
     print(f"machine: {machine()}")
     print(f"cronwarden run as: {' '.join(cw)}" + (f"; before: python -m cli from {args.before}" if before else ""))
@@ -214,11 +247,16 @@ def main() -> None:
         floor = med[f"floor, {kind}: python -c + connect + select 1"]
         print(f"  not-due tick / floor, {kind:8s} {med[f'not-due tick, {kind}'] / floor:5.2f}x")
         if f"locked loser, {kind}" in med:
-            print(f"  locked loser / not-due tick, {kind:8s} {med[f'locked loser, {kind}'] / med[f'not-due tick, {kind}']:5.2f}x")
+            ratio = med[f"locked loser, {kind}"] / med[f"not-due tick, {kind}"]
+            print(f"  locked loser / not-due tick, {kind:8s} {ratio:5.2f}x")
     django = "django-cron runcrons, not due (SQLite)"
     if django in med and "sqlite" in kinds:
         print(f"  not-due tick, sqlite / django-cron runcrons {med['not-due tick, sqlite'] / med[django]:5.2f}x")
-    print("\n15 losers started together while a winner holds the lock (s after the start; per round: median / slowest):")
+    for name, pairs in due.items():
+        print(f"\n{name}: process start to run start median {statistics.median(p[0] for p in pairs) * 1000:6.1f} ms, "
+              f"run end to exit median {statistics.median(p[1] for p in pairs) * 1000:6.1f} ms (n={len(pairs)})")
+    print("\n15 losers started together while a winner holds the lock "
+          "(s after the start; per round: median / slowest):")
     for name, rounds in stampedes.items():
         medians = [statistics.median(r) for r in rounds]
         slowest = [max(r) for r in rounds]
