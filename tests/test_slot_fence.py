@@ -14,9 +14,10 @@ from sqlalchemy import create_engine, select, text
 
 from tests.conftest import Workspace
 
-# One slot all year, so two racers serve the same one; a retry 1 s after a start, so the second holder, which
-# reaps the first one's run as abandoned, is due again at once (as it is for any run longer than its retry delay).
-YEARLY = '[jobs.test-sleeper]\ncron = "0 0 1 1 *"\nretry_delays = ["1s"]\n'
+# One slot all year, so two racers serve the same one; retries 1 s after a start, so the second holder, which
+# reaps the first one's run as abandoned, is due again at once (as it is for any run longer than its retry delay),
+# and so is the retry after the first one's own failure (the reap counted one failure already).
+YEARLY = '[jobs.test-sleeper]\ncron = "0 0 1 1 *"\nretry_delays = ["1s", "1s"]\n'
 NOON = datetime(2026, 3, 10, 12, 0, 30, tzinfo=timezone.utc)
 DAILY = '[jobs.test-flaky]\ncron = "0 0 * * *"\nretry_delays = ["1s"]\ntransient = false\n'
 
@@ -54,7 +55,9 @@ def test_two_hosts_whose_file_locks_do_not_see_each_other_run_the_slot_once(tmp_
     ws = Workspace(tmp_path, db_url, plugins=True).upgrade()
     ws.write_config('[locks]\nbackend = "file"\n' + YEARLY)
     engine = create_engine(_sync(db_url))
-    first = ws.popen("test-sleeper", "--batches", "200", "--batch-seconds", "0.1", "--json",
+    # SQLite's writers take turns, and its busy handler is not fair: the first run pauses between its batches,
+    # or the second would wait for its write lock until the first is done
+    first = ws.popen("test-sleeper", "--batches", "60", "--batch-seconds", "0.05", "--pause-seconds", "0.25", "--json",
                      env=ws.env(CRONWARDEN_LOCK_DIR=str(tmp_path / "host-a")))
     try:
         _wait_for_batch(engine, first)
@@ -90,7 +93,8 @@ def _live_claim(engine, job: str, slot: datetime, now: datetime) -> int:  # noqa
 def test_a_scheduled_run_of_a_held_slot_is_refused_and_a_forced_run_is_not(plugin_workspace, engine, cli):
     plugin_workspace.write_config(DAILY)
     with time_machine.travel(NOON, tick=False):
-        holder = _live_claim(engine, "test-flaky", NOON.replace(hour=0, minute=0, second=0), NOON - timedelta(minutes=1))
+        midnight = NOON.replace(hour=0, minute=0, second=0)
+        holder = _live_claim(engine, "test-flaky", midnight, NOON - timedelta(minutes=1))
         refused = cli(plugin_workspace, "test-flaky", "--fail-times", "0", "--json")
         assert refused.exit_code == 0, refused.stderr
         report = json.loads(refused.stdout)
@@ -143,3 +147,40 @@ def test_an_abandoned_runs_slot_is_released_only_after_the_host_loss_bound(engin
                               abandoned_after=bound)
     with engine.connect() as conn:
         assert conn.execute(select(slots.c.run_id)).scalars().all() == [late], "the retry took the claim over"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", ["pg_url", "mysql_url"])
+def test_a_lease_broken_by_unlock_lets_in_a_second_holder_the_database_refuses(request, tmp_path, server):
+    """`unlock` mid-batch: the second holder is refused at its start; the first rolls its batch back at commit
+    (the lease check), fails and releases the slot, whose retry then does the work once.
+
+    (On SQLite the first run's batch holds the only write lock, so no second holder can start mid-batch.)
+    """
+    url = request.getfixturevalue(server)
+    ws = Workspace(tmp_path, url, plugins=True).upgrade()
+    ws.write_config('[locks]\nbackend = "lease"\nlease_ttl = "120s"\n' + YEARLY)
+    engine = create_engine(_sync(url))
+    first = ws.popen("test-sleeper", "--batches", "1", "--batch-seconds", "15", "--json")
+    try:
+        deadline = time.monotonic() + 60
+        while ("enter", first.pid) not in _side_effects(engine):
+            assert time.monotonic() < deadline and first.poll() is None, first.communicate(timeout=10)
+            time.sleep(0.05)
+        time.sleep(1.2)  # inside its 15 s batch, and past its 1 s retry delay
+        broken = ws.run("unlock", "test-sleeper")
+        assert broken.returncode == 0 and "lease broken" in broken.stdout, broken.stderr
+        second = ws.run("test-sleeper", "--batches", "1", "--batch-seconds", "0", "--json")
+        assert first.poll() is None, "the first run ended before the second started: nothing was tested"
+        assert second.returncode == 0 and json.loads(second.stdout)["status"] == "duplicate_slot", second.stderr
+        out, err = first.communicate(timeout=60)
+        assert first.returncode == 1 and "lost the lease" in json.loads(out)["error"], err
+        assert _side_effects(engine) == [("enter", first.pid)], "only the first run's entry: its batch rolled back"
+        time.sleep(1.1)  # the failed run's retry delay
+        retry = ws.run("test-sleeper", "--batches", "1", "--batch-seconds", "0", "--json")
+        assert retry.returncode == 0 and json.loads(retry.stdout)["status"] == "succeeded", retry.stderr
+        assert [r["status"] for r in _history(ws)] == ["succeeded", "duplicate_slot", "failed"]
+    finally:
+        if first.poll() is None:
+            first.kill()
+        engine.dispose()

@@ -31,6 +31,7 @@ class SleeperSettings:
     batches: int = setting(3, min=0, cli=True, help="How many batches.")
     batch_seconds: float = setting(0.2, min=0, cli=True, help="Seconds each batch holds its transaction.")
     shared_row: bool = setting(False, help="Each batch updates one row every run shares, and holds its row lock.")
+    pause_seconds: float = setting(0.0, min=0, cli=True, help="Seconds between batches, outside any transaction.")
 
 
 def _record(conn, job: str, event: str, batch: int = 0) -> None:  # noqa: ANN001
@@ -43,6 +44,7 @@ def sleeper(ctx: JobContext, s: SleeperSettings) -> None:
     ctx.in_transaction(_record, ctx.job, "enter")
     for n in range(1, s.batches + 1):
         ctx.in_transaction(_sleep_batch, ctx.job, n, s.batch_seconds, s.shared_row, tally=lambda _: {"batches": 1})
+        time.sleep(s.pause_seconds)
     ctx.in_transaction(_record, ctx.job, "exit")
 
 
