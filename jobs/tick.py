@@ -9,7 +9,7 @@ writes: a tick that has work to do, a database or table to create, or runs to re
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -170,16 +170,10 @@ def _held_elsewhere(conn: Any, backend: str, config: "Config", url: "PlainURL", 
 
 
 def _file_held(config: "Config", url: "PlainURL", name: str) -> bool:
-    """jobs.locks.lock_directory, then the file backend's own try_acquire (released at once when taken)."""
-    from .locks.file import FileLockBackend
+    """jobs.locks.lock_directory, then the file backend's own probe."""
+    from .locks.file import held_elsewhere
 
     directory = config.locks.directory
     if directory is None:
         directory = Path(url.database).parent / "locks" if url.dialect == "sqlite" else Path("locks")
-    if not (Path(directory) / f"{name}.lock").is_file():
-        return False  # nobody ever took it here; the runner creates it as it takes it
-    held = FileLockBackend(Path(directory)).try_acquire(name, timedelta(0))
-    if held is None:
-        return True
-    held.release()
-    return False
+    return held_elsewhere(Path(directory), name)

@@ -9,6 +9,29 @@ from ..errors import ConfigError
 from . import Unlocked, probe_unlock
 
 
+def lock_path(directory: Path, job: str) -> Path:
+    return Path(directory) / f"{job}.lock"
+
+
+def held_elsewhere(directory: Path, job: str) -> bool:
+    """Whether another process holds the job's lock file now, probed with flock (what filelock takes) and not
+    kept; without filelock's import, for the quick path. A missing file is a lock nobody took here yet."""
+    import fcntl
+    import os
+
+    try:
+        fd = os.open(lock_path(directory, job), os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the probe's lock with its descriptor
+    return False
+
+
 class _FileHeld:
     def __init__(self, lock) -> None:  # noqa: ANN001
         self._lock = lock
@@ -39,7 +62,7 @@ class FileLockBackend:
 
         from ..files import private_directory, private_file
 
-        path = self.directory / f"{job}.lock"
+        path = lock_path(self.directory, job)
         try:
             private_directory(self.directory)
             private_file(path)
