@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None, prog_name: str = "cronwarden") -> int:
     except click.ClickException as exc:
         render.error(exc.format_message())
         return exc.exit_code
-    except click.Abort:
+    except (KeyboardInterrupt, getattr(click, "Abort", ())):  # typer's own click has no Abort: Ctrl-C comes as is
         return exit_codes.EX_SIGINT
     return rv if isinstance(rv, int) else 0
 

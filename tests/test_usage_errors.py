@@ -25,3 +25,17 @@ def test_a_command_group_alone_shows_its_help(sqlite_workspace, cli):
     result = cli(sqlite_workspace, "queue")
     assert result.exit_code == 2
     assert "Usage: cronwarden queue" in result.stdout + result.stderr
+
+
+def test_ctrl_c_in_a_command_exits_130_without_a_traceback(sqlite_workspace, cli, monkeypatch):
+    """A KeyboardInterrupt outside a job run (where the signal handlers turn it into `interrupted`): the
+    exit code of SIGINT, as click's Abort gave before typer's own click dropped it, never a crash."""
+    import jobs.operations.status
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jobs.operations.status, "status", interrupted)
+    result = cli(sqlite_workspace, "status")
+    assert result.exit_code == 130
+    assert "Traceback" not in result.stderr and "AttributeError" not in result.stderr
