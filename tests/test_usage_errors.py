@@ -29,7 +29,7 @@ def test_a_command_group_alone_shows_its_help(sqlite_workspace, cli):
 
 def test_ctrl_c_in_a_command_exits_130_without_a_traceback(sqlite_workspace, cli, monkeypatch):
     """A KeyboardInterrupt outside a job run (where the signal handlers turn it into `interrupted`): the
-    exit code of SIGINT, as click's Abort gave before typer's own click dropped it, never a crash."""
+    exit code of SIGINT, never a traceback."""
     import jobs.operations.status
 
     def interrupted(*args, **kwargs):
