@@ -10,8 +10,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 VENV = Path(sys.executable).parent
 CRONWARDEN = VENV / "cronwarden"

@@ -30,25 +30,25 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import PG_ADMIN_URL, machine, postgres_version  # noqa: E402
+from _common import PG_ADMIN_URL, machine, postgres_version
 
 FROM = "Shop <noreply@shop.example>"
 CREATED = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
 BODY = "".join(f"Line {i} of a transactional email, long enough to look like one.\n" for i in range(20))
 
 
-def _serve(port: int, count, ready, stop) -> None:  # noqa: ANN001 - multiprocessing primitives
+def _serve(port: int, count, ready, stop) -> None:
     from aiosmtpd.controller import Controller
 
     class Counting:
-        async def handle_DATA(self, server, session, envelope) -> str:  # noqa: ANN001
+        async def handle_DATA(self, server, session, envelope) -> str:
             with count.get_lock():
                 count.value += 1
             return "250 2.0.0 OK"
@@ -85,7 +85,7 @@ def _messages() -> Callable[[int], object]:
 
     sender = Sender.parse(FROM)
 
-    def build(i: int):  # noqa: ANN202
+    def build(i: int):
         row = Row(i)
         return compose(name=f"{i:010d}", sender=sender, to_address=row.to_address, subject=row.subject,
                        body=row.body, message_id=message_id(row, "email_queue", sender.domain), date=CREATED)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import bench_env, cronwarden_argv, machine, run, timed_child  # noqa: E402
+from _common import bench_env, cronwarden_argv, machine, run, timed_child
 
 DAYS = 60
 AIM = 1.2

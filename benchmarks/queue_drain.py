@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import PG_ADMIN_URL, REPO, bench_env, machine, postgres_version  # noqa: E402
+from _common import PG_ADMIN_URL, REPO, bench_env, machine, postgres_version
 
 PGQ_CONSUMER = """\
 import asyncio, json, sys, time
@@ -96,7 +96,7 @@ asyncio.run(setup())
 """
 
 
-def _admin():  # noqa: ANN202
+def _admin():
     from sqlalchemy import create_engine
 
     return create_engine(PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
@@ -203,9 +203,9 @@ def main() -> None:
     print(f"{'queue':<11} {'workers':>7} {'drained':>8} {'window s':>9} {'jobs/s':>8} {'range':>12} {'wall s':>7} "
           f"{'jobs/s wall':>11}")
     for workers in (int(w) for w in a.workers.split(",")):
-        runs = [("cronwarden", lambda: cronwarden_run(a.jobs, workers, a.batch_size))]
+        runs = [("cronwarden", lambda workers=workers: cronwarden_run(a.jobs, workers, a.batch_size))]
         if a.pgqueuer:
-            runs.append(("pgqueuer", lambda: pgqueuer_run(a.pgqueuer, a.jobs, workers, a.batch_size)))
+            runs.append(("pgqueuer", lambda workers=workers: pgqueuer_run(a.pgqueuer, a.jobs, workers, a.batch_size)))
         results: dict[str, list[dict[str, float]]] = {label: [] for label, _ in runs}
         for _ in range(a.repeat):
             for label, fn in runs:

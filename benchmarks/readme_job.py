@@ -27,8 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import (  # noqa: E402
-    PG_ADMIN_URL, REPO, bench_env, cronwarden_argv, machine, postgres_version, run, timed_child)
+from _common import PG_ADMIN_URL, REPO, bench_env, cronwarden_argv, machine, postgres_version, run, timed_child
 
 TEMPLATE = "cwbench_readme_template"
 COPY = "cwbench_readme"

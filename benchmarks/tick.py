@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import bench_env, cronwarden_argv, machine, run, spread, timed  # noqa: E402
+from _common import bench_env, cronwarden_argv, machine, run, spread, timed
 
 JOB = "refresh-token-cleanup"
 MYSQL_ADMIN_URL = os.environ.get("CRONWARDEN_BENCH_MYSQL", "mysql://root@127.0.0.1:3306/test")
@@ -77,7 +77,7 @@ def _workspace(work: Path, kind: str, name: str, cw: list[str], *, tick: bool) -
     return env, url
 
 
-def _hold(kind: str, env: dict, folder: Path):  # noqa: ANN202 - something to release
+def _hold(kind: str, env: dict, folder: Path):
     """The job's lock, taken as its backend takes it, held by this process (the working winner)."""
     if kind == "sqlite":
         from jobs.locks.file import FileLockBackend
@@ -92,7 +92,7 @@ def _hold(kind: str, env: dict, folder: Path):  # noqa: ANN202 - something to re
     return conn
 
 
-def _release(kind: str, held) -> None:  # noqa: ANN001
+def _release(kind: str, held) -> None:
     if kind == "sqlite":
         held.release()
     else:

@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import PG_ADMIN_URL, bench_env, cronwarden_argv, machine, postgres_version, timed_child  # noqa: E402
+from _common import PG_ADMIN_URL, bench_env, cronwarden_argv, machine, postgres_version, timed_child
 
 RETENTION_DAYS = 7
 MAX_TRANSACTION = 0.25

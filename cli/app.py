@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -56,18 +56,20 @@ def build(specs: tuple, plugins_loaded: bool) -> typer.Typer:
     @app.callback()
     def root(
         ctx: typer.Context,
-        config: Annotated[Optional[str], typer.Option("--config", metavar="PATH",
-                                                      help="TOML config (else $CRONWARDEN_CONFIG, ./cronwarden.toml).")] = None,
-        database_url: Annotated[Optional[str], typer.Option("--database-url", metavar="URL",
-                                                            help="Overrides the config and $CRONWARDEN_DATABASE_URL.")] = None,
+        config: Annotated[str | None, typer.Option(
+            "--config", metavar="PATH", help="TOML config (else $CRONWARDEN_CONFIG, ./cronwarden.toml).")] = None,
+        database_url: Annotated[str | None, typer.Option(
+            "--database-url", metavar="URL", help="Overrides the config and $CRONWARDEN_DATABASE_URL.")] = None,
         log_format: Annotated[LogFormat, typer.Option("--log-format", help="Log lines on stderr.")] = LogFormat.text,
-        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success (cron mails only failures).")] = False,
-        verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging, tracebacks of failures.")] = False,
-        metrics_file: Annotated[Optional[str], typer.Option(
+        quiet: Annotated[bool, typer.Option(
+            "--quiet", "-q", help="Print nothing on success (cron mails only failures).")] = False,
+        verbose: Annotated[bool, typer.Option(
+            "--verbose", "-v", help="Debug logging, tracebacks of failures.")] = False,
+        metrics_file: Annotated[str | None, typer.Option(
             "--metrics-file", metavar="PATH", envvar="CRONWARDEN_METRICS_FILE",
             help="After each run, replace this file atomically with every job's Prometheus metrics "
                  "(node_exporter textfile collector).")] = None,
-        pushgateway: Annotated[Optional[str], typer.Option(
+        pushgateway: Annotated[str | None, typer.Option(
             "--pushgateway", metavar="URL", envvar="CRONWARDEN_PUSHGATEWAY",
             help="After each run, PUT every job's metrics to this Prometheus Pushgateway "
                  "(grouping key /metrics/job/cronwarden unless the URL names one).")] = None,
@@ -92,7 +94,8 @@ def build(specs: tuple, plugins_loaded: bool) -> typer.Typer:
 
 def main(argv: list[str] | None = None, prog_name: str = "cronwarden") -> int:
     """Entry point of the console script; returns the exit code."""
-    from . import argv as argv_mod, exit_codes, logs, render
+    from . import argv as argv_mod
+    from . import exit_codes, logs, render
 
     args = list(sys.argv[1:] if argv is None else argv)
     logs.use_format(argv_mod.log_format(args))
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None, prog_name: str = "cronwarden") -> int:
     return rv if isinstance(rv, int) else 0
 
 
-def _click_exceptions():  # noqa: ANN202 - a module
+def _click_exceptions():
     """The exceptions of the click that typer runs on (recent typers carry their own copy)."""
     try:
         from typer._click import exceptions
@@ -140,7 +143,7 @@ def _click_exceptions():  # noqa: ANN202 - a module
     return exceptions
 
 
-def _usage_error(exc, prog_name: str) -> int:  # noqa: ANN001 - click's UsageError
+def _usage_error(exc: Any, prog_name: str) -> int:  # click's UsageError, from whichever click typer runs on
     """One line, like every other error: what is wrong, and where the help is."""
     from . import render
 

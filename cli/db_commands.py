@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -56,7 +56,7 @@ def demo(ctx: typer.Context) -> int:
         render.line(f"sample data: already in {demo_run.DATABASE}, kept (delete {demo_run.FOLDER}/ to start over)")
     codes = []
 
-    def show(name: str, report) -> None:  # noqa: ANN001 - a RunReport
+    def show(name: str, report: Any) -> None:  # a RunReport
         counts = ", ".join(f"{k}={v}" for k, v in sorted(report.counts.items())) or "no items"
         render.line(f"{name}: {report.status.value} ({counts})" + (f": {report.error}" if report.error else ""))
         codes.append(exit_codes.for_report(report))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
 @handled
 def list_emails(
     ctx: typer.Context,
-    status: Annotated[Optional[str], typer.Option("--status", help="Only emails in this status "
+    status: Annotated[str | None, typer.Option("--status", help="Only emails in this status "
                                                   "(pending, sending, sent, failed).")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=100000, help="Most recent N emails.")] = 50,
     json: JsonFlag = False,
@@ -47,7 +47,7 @@ def list_emails(
 @handled
 def retry(
     ctx: typer.Context,
-    email_id: Annotated[Optional[int], typer.Argument(metavar="[ID]", help="The failed email to send again.")] = None,
+    email_id: Annotated[int | None, typer.Argument(metavar="[ID]", help="The failed email to send again.")] = None,
     all_failed: Annotated[bool, typer.Option("--all-failed", help="Every failed email.")] = False,
 ) -> int:
     """Send failed emails again: back to pending with their attempts reset; the next email-queue run sends them."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import typer
 
@@ -20,7 +21,7 @@ def handled(fn: F) -> F:
     """Wrap a command (whose first parameter is ctx): map errors to exit codes, close the engine, no traceback."""
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def wrapper(*args: Any, **kwargs: Any):
         ctx = kwargs.get("ctx") or args[0]
         try:
             code = fn(*args, **kwargs)
@@ -41,7 +42,7 @@ def handled(fn: F) -> F:
         except CronwardenError as exc:
             render.error(str(exc))
             code = exit_codes.EX_FAILED
-        except Exception as exc:  # noqa: BLE001 - a bug must still end in one line and exit 1
+        except Exception as exc:
             from jobs.errors import is_transient
 
             problem = _setup_problem(ctx, exc)
@@ -64,7 +65,7 @@ def handled(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _setup_problem(ctx, exc: Exception):  # noqa: ANN001, ANN202
+def _setup_problem(ctx: Any, exc: Exception):
     """A setup mistake (missing database, unusable SQLite file) that reached us outside jobs.execution.db_call."""
     from jobs.preflight import explain
 

@@ -23,7 +23,7 @@ def for_signal(signum: int) -> int:
     return 128 + signum
 
 
-def for_report(report: "RunReport") -> int:
+def for_report(report: RunReport) -> int:
     from jobs.outcome import RunStatus
 
     if report.status is RunStatus.INTERRUPTED:

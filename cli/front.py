@@ -88,9 +88,10 @@ def _parse(args: list[str]) -> dict | None:
     return line
 
 
-def _decide(line: dict):  # noqa: ANN202 - a list of RunReport, or None
+def _decide(line: dict):
     """Load the configuration as the full CLI does (built-in jobs only) and ask jobs.tick."""
-    from jobs import clock, config as config_mod, dburl, tick
+    from jobs import clock, dburl, tick
+    from jobs import config as config_mod
     from jobs.due import recurring
     from jobs.observe.tracing import configured
     from jobs.registry import builtin_specs

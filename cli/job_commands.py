@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -38,12 +38,14 @@ def _setting_options(spec: JobSpec) -> list[tuple[str, Any, str]]:
     return options
 
 
-def _job_command(spec: JobSpec):  # noqa: ANN202
+def _job_command(spec: JobSpec):
     setting_options = _setting_options(spec)
 
     @handled
-    def command(ctx: typer.Context, force: bool = False, dry_run: bool = False, json: bool = False, **overrides: Any) -> int:
-        from jobs import runner, settings as settings_mod
+    def command(ctx: typer.Context, force: bool = False, dry_run: bool = False, json: bool = False,
+                **overrides: Any) -> int:
+        from jobs import runner
+        from jobs import settings as settings_mod
         from jobs.errors import ConfigError, UsageError
 
         state = ctx.find_root().obj
@@ -73,7 +75,7 @@ def _job_command(spec: JobSpec):  # noqa: ANN202
     for name, kind, help_text in setting_options:
         option = "--" + name.replace("_", "-")
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                                        annotation=Annotated[Optional[kind], typer.Option(option, help=help_text)]))
+                                        annotation=Annotated[kind | None, typer.Option(option, help=help_text)]))
     command.__signature__ = inspect.Signature(params, return_annotation=int)  # type: ignore[attr-defined]
     command.__name__ = spec.module_name
     return command

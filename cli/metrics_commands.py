@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 @handled
 def metrics(
     ctx: typer.Context,
-    output: Annotated[Optional[Path], typer.Option(
+    output: Annotated[Path | None, typer.Option(
         "--output", "-o", metavar="PATH", dir_okay=False,
         help="Replace this file atomically instead of printing (node_exporter's textfile collector).")] = None,
 ) -> int:

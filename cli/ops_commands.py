@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
         app.command(name=fn.__name__.replace("_jobs", "").replace("_", "-"))(fn)
 
 
-def _state(ctx: typer.Context):  # noqa: ANN202
+def _state(ctx: typer.Context):
     return ctx.find_root().obj
 
 
@@ -57,7 +57,7 @@ def status(
     return exit_codes.EX_OK
 
 
-def _next_due(job) -> str:  # noqa: ANN001
+def _next_due(job: Any) -> str:
     if job.next_due_at is None:
         return "now"
     from jobs.clock import is_never
@@ -65,14 +65,14 @@ def _next_due(job) -> str:  # noqa: ANN001
     return "never" if is_never(job.next_due_at) else render.when(job.next_due_at)
 
 
-def show_status(app) -> None:  # noqa: ANN001
+def show_status(app: Any) -> None:
     """The status table, for commands that end by showing it (demo)."""
     from jobs.operations.status import assess
 
     _status_table(assess(app))
 
 
-def _status_table(jobs) -> None:  # noqa: ANN001
+def _status_table(jobs: Any) -> None:
     render.table(
         "status",
         ["job", "state", "schedule", "last status", "last run", "duration", "next due", "failures", "last error"],
@@ -87,8 +87,8 @@ def _status_table(jobs) -> None:  # noqa: ANN001
 @handled
 def history(
     ctx: typer.Context,
-    
-    job: Annotated[Optional[str], typer.Argument(help="Only this job.")] = None,
+
+    job: Annotated[str | None, typer.Argument(help="Only this job.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=100000, help="Most recent N runs.")] = 20,
     json: JsonFlag = False,
 ) -> int:
@@ -133,7 +133,7 @@ def check(
     return code
 
 
-def _alarm_detail(j) -> str:  # noqa: ANN001
+def _alarm_detail(j: Any) -> str:
     if j.state == "failing":
         return f"{j.consecutive_failures} failure(s) in a row, last: {j.last_error}"
     if j.state == "stuck":
@@ -149,7 +149,8 @@ def unlock(
     ctx: typer.Context,
     job: Annotated[str, typer.Argument(help="The job whose lease to break.")]) -> int:
     """Break a stale lease (lease backend). Session and file locks free themselves when their holder dies."""
-    from jobs.operations.control import Unlock, unlock as break_lock
+    from jobs.operations.control import Unlock
+    from jobs.operations.control import unlock as break_lock
 
     result = break_lock(_state(ctx).app(), job)
     outcome = result.unlocked.outcome

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(queue, name="queue")
 
 
-def _app(ctx: typer.Context, *, read_only: bool = False) -> "App":
+def _app(ctx: typer.Context, *, read_only: bool = False) -> App:
     return ctx.find_root().obj.app(read_only=read_only)
 
 
@@ -55,14 +55,14 @@ def _parse_at(text: str) -> datetime:
 def enqueue(
     ctx: typer.Context,
     job: Annotated[str, typer.Argument(help="The queue task (e.g. export-user, erase-user).")],
-    arg: Annotated[Optional[list[str]], typer.Option("--arg", metavar="KEY=VALUE",
+    arg: Annotated[list[str] | None, typer.Option("--arg", metavar="KEY=VALUE",
                                                      help="A task argument; repeat for each.")] = None,
-    delay: Annotated[Optional[str], typer.Option("--delay", metavar="DURATION", help="Run after e.g. 5m.")] = None,
-    at: Annotated[Optional[str], typer.Option("--at", metavar="ISO-TIME",
+    delay: Annotated[str | None, typer.Option("--delay", metavar="DURATION", help="Run after e.g. 5m.")] = None,
+    at: Annotated[str | None, typer.Option("--at", metavar="ISO-TIME",
                                               help="Run at this time (UTC unless it has an offset).")] = None,
-    after: Annotated[Optional[int], typer.Option("--after", metavar="ID",
+    after: Annotated[int | None, typer.Option("--after", metavar="ID",
                                                  help="Run once job ID has succeeded.")] = None,
-    key: Annotated[Optional[str], typer.Option("--key", help="Idempotency key: the same key gives the same job.")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Idempotency key: the same key gives the same job.")] = None,
     json: JsonFlag = False,
 ) -> int:
     """Add a one-off job to the queue and print its id (with a taken --key: the existing job's, and a warning
@@ -92,7 +92,7 @@ def enqueue(
 @handled
 def work(
     ctx: typer.Context,
-    max_jobs: Annotated[Optional[int], typer.Option("--max-jobs", min=1, help="Stop after N jobs.")] = None,
+    max_jobs: Annotated[int | None, typer.Option("--max-jobs", min=1, help="Stop after N jobs.")] = None,
     max_seconds: Annotated[float, typer.Option("--max-seconds", min=0.1,
                                                help="Claim no more after this long (cron: under a minute).")] = 50.0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=1000,
@@ -121,7 +121,7 @@ def work(
 @handled
 def list_jobs(
     ctx: typer.Context,
-    status: Annotated[Optional[str], typer.Option("--status", help="Only jobs in this status.")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="Only jobs in this status.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=100000, help="Most recent N jobs.")] = 50,
     json: JsonFlag = False,
 ) -> int:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Iterable, Mapping, Sequence
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from jobs.outcome import RunReport
@@ -144,7 +143,7 @@ STATUS_STYLES = {
 }
 
 
-def run_report(report: "RunReport", *, as_json: bool, quiet: bool, exit_code: int) -> None:
+def run_report(report: RunReport, *, as_json: bool, quiet: bool, exit_code: int) -> None:
     """What a job invocation prints on stdout (logs go to stderr separately)."""
     if as_json:
         json_out({**report.as_dict(), "exit_code": exit_code})
@@ -154,12 +153,12 @@ def run_report(report: "RunReport", *, as_json: bool, quiet: bool, exit_code: in
     summary(report)
 
 
-def run_due_json(reports: "Sequence[RunReport]", codes: Sequence[int], code: int) -> dict[str, Any]:
+def run_due_json(reports: Sequence[RunReport], codes: Sequence[int], code: int) -> dict[str, Any]:
     """`run-due --json`: the worst exit code, and every job's report with its own."""
     return {"exit_code": code, "jobs": [{**r.as_dict(), "exit_code": c} for r, c in zip(reports, codes)]}
 
 
-def summary(report: "RunReport") -> None:
+def summary(report: RunReport) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -195,7 +194,7 @@ def summary(report: "RunReport") -> None:
         console.print(f"... and {len(report.details) - 50} more")
 
 
-def plain_details(report: "RunReport") -> None:
+def plain_details(report: RunReport) -> None:
     """A dry run under cron lists what it would change as plain lines."""
     for detail in report.details:
         line(detail)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class State:
-    specs: tuple["JobSpec", ...]
+    specs: tuple[JobSpec, ...]
     plugins_loaded: bool
     config_path: str | None = None
     database_url: str | None = None
@@ -24,9 +24,9 @@ class State:
     verbose: bool = False
     metrics_file: str | None = None
     pushgateway: str | None = None
-    _app: "App | None" = field(default=None, repr=False)
+    _app: App | None = field(default=None, repr=False)
 
-    def app(self, *, progress: bool = False, read_only: bool = False, creates: bool = False) -> "App":
+    def app(self, *, progress: bool = False, read_only: bool = False, creates: bool = False) -> App:
         """Load and validate the configuration (ConfigError → 78) and build the App.
 
         read_only: the command only reads (status, check, history, list, metrics, queue list/show), so it

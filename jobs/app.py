@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .context import NoProgress, Progress
 
@@ -22,23 +23,23 @@ class Observer(Protocol):
     `run_skipped(job, report)` after a tick that ran nothing (not due, locked, paused, disabled).
     """
 
-    def run_started(self, job: "JobConfig", run_id: int, trigger: "Trigger") -> None: ...
+    def run_started(self, job: JobConfig, run_id: int, trigger: Trigger) -> None: ...
 
-    def run_finished(self, job: "JobConfig", report: "RunReport") -> None: ...
+    def run_finished(self, job: JobConfig, report: RunReport) -> None: ...
 
 
 @dataclass
 class App:
-    config: "Config"
+    config: Config
     progress: Callable[[str], Progress] = field(default=lambda _job: NoProgress())
     observers: list[Observer] = field(default_factory=list)
     read_only: bool = False  # a command that only reads: it never creates the database or a table
     creates: bool = False  # `db upgrade`, `demo`: may create the database (an SQLite file) and the tool's tables
-    _engine: "Engine | None" = None
-    _locks: "LockBackend | None" = None
+    _engine: Engine | None = None
+    _locks: LockBackend | None = None
 
     @property
-    def engine(self) -> "Engine":
+    def engine(self) -> Engine:
         if self._engine is None:
             from .config import embedded_default
             from .db import make_engine
@@ -49,7 +50,7 @@ class App:
         return self._engine
 
     @property
-    def locks(self) -> "LockBackend":
+    def locks(self) -> LockBackend:
         if self._locks is None:
             from .locks import backend_for
 

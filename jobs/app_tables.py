@@ -8,6 +8,8 @@ for `cronwarden db upgrade --app-tables` and for tests.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     Boolean,
     Column,
@@ -35,18 +37,18 @@ class utc_now(FunctionElement):  # noqa: N801 - reads as the SQL function it ren
 
 
 @compiles(utc_now)
-def _utc_now_sqlite(element, compiler, **kw) -> str:  # noqa: ANN001, ANN003
+def _utc_now_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
     return "(strftime('%Y-%m-%d %H:%M:%f', 'now'))"
 
 
 @compiles(utc_now, "postgresql")
-def _utc_now_postgresql(element, compiler, **kw) -> str:  # noqa: ANN001, ANN003
+def _utc_now_postgresql(element: Any, compiler: Any, **kw: Any) -> str:
     return "(now() AT TIME ZONE 'utc')"
 
 
 @compiles(utc_now, "mysql")
 @compiles(utc_now, "mariadb")
-def _utc_now_mysql(element, compiler, **kw) -> str:  # noqa: ANN001, ANN003
+def _utc_now_mysql(element: Any, compiler: Any, **kw: Any) -> str:
     return "(UTC_TIMESTAMP(6))"
 
 
@@ -114,7 +116,7 @@ def default_metadata() -> MetaData:
     return md
 
 
-def create_default_tables(engine) -> list[str]:  # noqa: ANN001
+def create_default_tables(engine: Any) -> list[str]:
     """Create the default application tables that do not exist yet, and add the columns an existing one
     lacks (an email_queue of an older version without claimed_by, claimed_at); never drops or changes one."""
     from sqlalchemy import inspect

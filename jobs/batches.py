@@ -13,8 +13,9 @@ No row is loaded into Python.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -81,7 +82,7 @@ def oldest_first(conn: Connection, table: TableClause, column: ColumnElement, ke
     need, tie = max(1, size - done), [column == boundary, *where]
     # Most boundaries are not ties: a look at need + 1 rows of the value's index says whether it fits whole.
     probe = select(literal(1)).select_from(table).where(*tie).limit(need + 1).subquery()
-    if conn.execute(select(func.count()).select_from(probe)).scalar() <= need:
+    if conn.execute(select(func.count()).select_from(probe)).scalar_one() <= need:
         return done + _apply(conn, table, tie, dry_run), After(boundary)
     until = conn.execute(select(func.max(key)).where(*tie)).scalar()
     n, last = by_key(conn, table, key, need, None, where=[*tie, key <= until], dry_run=dry_run)
@@ -119,7 +120,7 @@ def _by_key_postgres(conn: Connection, table: TableClause, key: ColumnElement, s
     """
     from sqlalchemy import any_, delete, func, literal_column, select
 
-    ctid = literal_column("ctid")
+    ctid: Any = literal_column("ctid")
     conn.exec_driver_sql(_PLANNER.format("off"))
     batch = (select(ctid.label("tid"), key.label("k")).select_from(table).where(*in_range)
              .order_by(key).limit(size).cte("batch"))
@@ -131,7 +132,8 @@ def _by_key_postgres(conn: Connection, table: TableClause, key: ColumnElement, s
     else:
         tids = any_(func.array(select(batch.c.tid).scalar_subquery()))
         gone = delete(table).where(ctid == tids).returning(key).cte("gone")
-        taken, last, n = conn.execute(select(*seen, select(func.count()).select_from(gone).scalar_subquery())).one()
+        taken, last, n = tuple(conn.execute(select(*seen, select(func.count()).select_from(gone)
+                                                   .scalar_subquery())).one())
     conn.exec_driver_sql(_PLANNER.format("on"))
     return n, last if taken == size else None
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import queue as queue_mod
 import threading
-from typing import TYPE_CHECKING, Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -149,8 +150,8 @@ class ClaimAhead(Generic[C]):
         self._left = total
         self._chunk = chunk
         self._name = name
-        self._ahead: "tuple[Future[C], int] | None" = None
-        self._pool: "ThreadPoolExecutor | None" = None
+        self._ahead: tuple[Future[C], int] | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def next(self) -> C | None:
         """The next claim with items in it, or None once the total is reached or nothing is due."""

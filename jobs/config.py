@@ -7,10 +7,11 @@ value raises ConfigError with one line naming the key and the reason.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from . import settings as settings_mod
 from .errors import ConfigError
@@ -140,7 +141,7 @@ def load(
     environ: Mapping[str, str] | None = None,
     database_url: str | None = None,
     source: Path | None = None,
-    check_url: "Callable[[str], None] | None" = None,
+    check_url: Callable[[str], None] | None = None,
 ) -> Config:
     """Validate a parsed TOML document and the environment into a Config.
 
@@ -194,7 +195,7 @@ def _duration(value: Any, where: str, *, minimum: timedelta | None = None, allow
 
 
 def _database_url(raw: Mapping[str, Any], env: Mapping[str, str], cli_value: str | None,
-                  check_url: "Callable[[str], None] | None" = None) -> str:
+                  check_url: Callable[[str], None] | None = None) -> str:
     url = cli_value or settings_mod.read_env("CRONWARDEN_DATABASE_URL", env) or raw.get("database_url")
     if url is None:
         url = DEFAULT_DATABASE_URL
@@ -202,8 +203,9 @@ def _database_url(raw: Mapping[str, Any], env: Mapping[str, str], cli_value: str
         raise ConfigError("database_url: expected a URL such as sqlite:///cronwarden.db")
     url = url.strip()
     if check_url is None:
-        from .db import validate_url as check_url
+        from .db import validate_url
 
+        check_url = validate_url
     check_url(url)
     return url
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import clock
 from .errors import LeaseLost, TimedOut
@@ -77,11 +78,11 @@ class JobContext:
         job: str,
         run_id: int | None,
         now: datetime,
-        engine: "Engine",
+        engine: Engine,
         log: logging.LoggerAdapter,
-        retry: "RetryPolicy",
-        stop: "StopFlag",
-        held: "Held | None",
+        retry: RetryPolicy,
+        stop: StopFlag,
+        held: Held | None,
         dry_run: bool = False,
         deadline: float | None = None,
         progress: Progress | None = None,
@@ -185,7 +186,7 @@ class JobContext:
         return retry.call(attempt, self._retry, sleep=self._stop.sleep, what=f"{self.job} batch",
                           before_attempt=self.checkpoint)
 
-    def in_batches(self, step: Callable[..., T], size: "BatchSize", *args: Any,
+    def in_batches(self, step: Callable[..., T], size: BatchSize, *args: Any,
                    tally: Callable[[T], dict[str, int]] | None = None, **kwargs: Any) -> T:
         """Run `step(conn, *args, size=rows, after=position, **kwargs)` one transaction per batch (see
         in_transaction) until the position it returns last (its result's last item) is None; `rows`
@@ -220,7 +221,7 @@ class JobContext:
 
         return retry.call(attempt, self._retry, what=f"{self.job} bookkeeping")
 
-    def recorder(self, fn: Callable[..., Any], *args: Any, window: float, max_items: int) -> "GroupRecorder":
+    def recorder(self, fn: Callable[..., Any], *args: Any, window: float, max_items: int) -> GroupRecorder:
         """Items written behind the job's back by fn(conn, *args, items), a group per `record`
         transaction, on a thread of its own (jobs/claims.py has the rules)."""
         from .claims import GroupRecorder
@@ -229,7 +230,7 @@ class JobContext:
                              name=f"{self.job}-recorder")
 
     def claims_ahead(self, take: Callable[[int], C], size: Callable[[C], int], *, total: int,
-                     chunk: int) -> "ClaimAhead[C]":
+                     chunk: int) -> ClaimAhead[C]:
         """Claims of at most chunk items, total in all, the next taken on a helper thread while the job
         works through the current one; take(limit) claims, through in_transaction."""
         from .claims import ClaimAhead
@@ -252,7 +253,8 @@ class JobContext:
         self._unchecked = 0
         try:
             with self.engine.connect() as conn:
-                conn.connection.dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                raw: Any = conn.connection.driver_connection
+                raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except Exception as exc:  # noqa: BLE001 - a checkpoint is housekeeping, never a reason to fail
             self.log.debug("WAL checkpoint skipped: %s", exc)
 
@@ -288,7 +290,7 @@ def _added(counts: dict[str, int], more: dict[str, int]) -> dict[str, int]:
 
 
 @contextmanager
-def _no_autocheckpoint(conn: "Connection") -> Iterator[None]:
+def _no_autocheckpoint(conn: Connection) -> Iterator[None]:
     """SQLite: no automatic checkpoint inside this batch's COMMIT (JobContext checkpoints between batches).
 
     Set on the DBAPI connection directly: through SQLAlchemy the PRAGMA would open a transaction.
@@ -296,7 +298,7 @@ def _no_autocheckpoint(conn: "Connection") -> Iterator[None]:
     if conn.dialect.name != "sqlite":
         yield
         return
-    raw = conn.connection.dbapi_connection
+    raw: Any = conn.connection.driver_connection
     raw.execute("PRAGMA wal_autocheckpoint = 0").fetchall()
     try:
         yield

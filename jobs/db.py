@@ -74,8 +74,8 @@ def dialect_of(url: str) -> str:
     return family(make_url(normalize(url)).get_backend_name())
 
 
-def make_engine(url: str, *, pool_size: int = 2, bounds: "HostLossBounds | None" = None,
-                read_only: bool = False, create: bool = True) -> "Engine":
+def make_engine(url: str, *, pool_size: int = 2, bounds: HostLossBounds | None = None,
+                read_only: bool = False, create: bool = True) -> Engine:
     """One engine per invocation: pre-ping, SQLite in WAL mode; on a server, every timeout and session
     setting that bounds a silent or vanished peer derives from `bounds` ([locks] host_loss_bound).
 
@@ -108,7 +108,7 @@ def make_engine(url: str, *, pool_size: int = 2, bounds: "HostLossBounds | None"
         engine = create_engine(normalized, **kwargs)
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001 - DBAPI types
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             if not read_only:
@@ -119,7 +119,7 @@ def make_engine(url: str, *, pool_size: int = 2, bounds: "HostLossBounds | None"
             cur.close()
 
         @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn):  # noqa: ANN001
+        def _sqlite_begin(conn: Connection) -> None:
             # Writers take the write lock up front (no lock upgrade deadlocks); reads run in autocommit,
             # and a command that only reads never takes the write lock.
             if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
@@ -146,14 +146,14 @@ def make_engine(url: str, *, pool_size: int = 2, bounds: "HostLossBounds | None"
     if session_sql is not None:
 
         @event.listens_for(engine, "connect")
-        def _mysql_session(dbapi_conn, _record):  # noqa: ANN001 - DBAPI types
+        def _mysql_session(dbapi_conn: Any, _record: Any) -> None:
             with dbapi_conn.cursor() as cur:
                 cur.execute(session_sql)
 
     return engine
 
 
-def insert_many(conn: "Connection", table: "Table", rows: "list[dict[str, Any]]") -> None:
+def insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     """Insert many rows in one statement of constant text on PostgreSQL: `INSERT ... SELECT FROM json_to_recordset`.
 
     psycopg runs an executemany as one statement per row; a multi-row VALUES list is a new text (to
@@ -184,7 +184,7 @@ def insert_many(conn: "Connection", table: "Table", rows: "list[dict[str, Any]]"
 _JSON_INSERTS: dict[tuple[int, str, tuple[str, ...]], tuple[str, list[tuple[str, Any]]]] = {}
 
 
-def _json_insert(dialect: Any, table: "Table", names: tuple[str, ...]) -> tuple[str, list[tuple[str, Any]]]:
+def _json_insert(dialect: Any, table: Table, names: tuple[str, ...]) -> tuple[str, list[tuple[str, Any]]]:
     """The statement for these columns, and how to turn each value that JSON cannot carry into text."""
     key = (id(dialect), table.name, names)
     if key not in _JSON_INSERTS:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
 
-def create_tables(conn: "Connection", *tables: "Table") -> list[str]:
+def create_tables(conn: Connection, *tables: Table) -> list[str]:
     """The tables that do not exist yet, with their indexes, as the model declares them."""
     existing = set(inspect(conn).get_table_names())
     created = []
@@ -27,7 +27,7 @@ def create_tables(conn: "Connection", *tables: "Table") -> list[str]:
     return created
 
 
-def add_index(conn: "Connection", table: "Table", name: str) -> list[str]:
+def add_index(conn: Connection, table: Table, name: str) -> list[str]:
     """The model's index `name` on an existing table, when the table lacks it (partial where the dialect can)."""
     index = next(i for i in table.indexes if i.name == name)
     if name in {i["name"] for i in inspect(conn).get_indexes(table.name)}:
@@ -36,7 +36,7 @@ def add_index(conn: "Connection", table: "Table", name: str) -> list[str]:
     return [f"created index {name} on {table.name}"]
 
 
-def add_column(conn: "Connection", table: "Table", name: str, *, backfill: Any = None) -> list[str]:
+def add_column(conn: Connection, table: Table, name: str, *, backfill: Any = None) -> list[str]:
     """The model's column `name` on an existing table, when the table lacks it.
 
     A NOT NULL column is added as NULL, its rows are set to `backfill` (a value, or an SQL expression over
@@ -63,7 +63,7 @@ def add_column(conn: "Connection", table: "Table", name: str, *, backfill: Any =
     return [f"added column {table.name}.{name} (NOT NULL)"]
 
 
-def add_missing_columns(conn: "Connection", table: "Table") -> list[str]:
+def add_missing_columns(conn: Connection, table: Table) -> list[str]:
     """Every nullable or defaulted column of the model the table lacks (the application tables' reconcile)."""
     present = _columns(conn, table.name)
     added = []
@@ -74,23 +74,23 @@ def add_missing_columns(conn: "Connection", table: "Table") -> list[str]:
     return added
 
 
-def _columns(conn: "Connection", table: str) -> set[str]:
+def _columns(conn: Connection, table: str) -> set[str]:
     return {col["name"] for col in inspect(conn).get_columns(table)}
 
 
-def _quote(conn: "Connection", name: str) -> str:
+def _quote(conn: Connection, name: str) -> str:
     return conn.dialect.identifier_preparer.quote(name)
 
 
-def _alter(conn: "Connection", table: "Table", clause: str) -> None:
+def _alter(conn: Connection, table: Table, clause: str) -> None:
     conn.exec_driver_sql(f"ALTER TABLE {conn.dialect.identifier_preparer.format_table(table)} {clause}")
 
 
-def _definition(conn: "Connection", column: "Column") -> str:
+def _definition(conn: Connection, column: Column) -> str:
     return f"{_quote(conn, column.name)} {column.type.compile(dialect=conn.dialect)}{_default_sql(conn, column)}"
 
 
-def _default_sql(conn: "Connection", column: "Column") -> str:
+def _default_sql(conn: Connection, column: Column) -> str:
     """The column's default for ALTER TABLE ... ADD COLUMN: its server default, else its scalar Python default.
 
     SQLite cannot add a column whose default is an expression; there the column is added without one.
@@ -103,15 +103,16 @@ def _default_sql(conn: "Connection", column: "Column") -> str:
             return ""
         return f" DEFAULT {server.compile(dialect=conn.dialect)}"
     if column.default is not None and getattr(column.default, "is_scalar", False):
-        value = column.default.arg
+        value = getattr(column.default, "arg", None)
         return f" DEFAULT {int(value) if isinstance(value, bool) else value!r}"
     return ""
 
 
-def _sqlite_not_null(conn: "Connection", table: str, definition: str) -> None:
+def _sqlite_not_null(conn: Connection, table: str, definition: str) -> None:
     """https://sqlite.org/lang_altertable.html#otheralter: create the new table from the stored CREATE TABLE
     (the column just added now NOT NULL), copy the rows, drop the old one, rename, recreate the indexes."""
-    sql = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).scalar()
+    sql = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+                               (table,)).scalar_one()
     indexes = [row[0] for row in conn.exec_driver_sql(
         "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL", (table,))]
     head, paren, body = sql.partition("(")

@@ -45,7 +45,7 @@ def write_config() -> Path:
     return CONFIG
 
 
-def seed(engine: "Engine", now: datetime, log_directory: Path) -> dict[str, int]:
+def seed(engine: Engine, now: datetime, log_directory: Path) -> dict[str, int]:
     """Create the default tables and fill them once (a second demo reuses what is there)."""
     create_default_tables(engine)
     md = default_metadata()

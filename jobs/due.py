@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .outcome import RunReport, RunStatus, Trigger
 from .schedule import DueState, is_due, next_due
@@ -25,7 +26,7 @@ EXECUTION_COLUMNS = (
 )
 
 
-def recurring(config: "Config") -> list[str]:
+def recurring(config: Config) -> list[str]:
     """The jobs `run-due` ticks, in the configuration's order: enabled, with a schedule a tick honours
     (one-shot jobs are run explicitly)."""
     from .schedule import Once
@@ -33,7 +34,7 @@ def recurring(config: "Config") -> list[str]:
     return [name for name, job in config.jobs.items() if job.enabled and not isinstance(job.schedule, Once)]
 
 
-def due_state(row: "Mapping[str, Any] | None", job: "JobConfig") -> DueState | None:
+def due_state(row: Mapping[str, Any] | None, job: JobConfig) -> DueState | None:
     if row is None:
         return None
     return DueState(
@@ -44,11 +45,11 @@ def due_state(row: "Mapping[str, Any] | None", job: "JobConfig") -> DueState | N
     )
 
 
-def next_due_at(row: "Mapping[str, Any] | None", job: "JobConfig") -> datetime | None:
+def next_due_at(row: Mapping[str, Any] | None, job: JobConfig) -> datetime | None:
     return next_due(job.schedule, due_state(row, job))
 
 
-def skip(job: "JobConfig", row: "Mapping[str, Any] | None", trigger: Trigger, now: datetime) -> RunReport | None:
+def skip(job: JobConfig, row: Mapping[str, Any] | None, trigger: Trigger, now: datetime) -> RunReport | None:
     """The report of a scheduled tick that runs nothing (paused, not due), or None when the job is owed a run."""
     if trigger is not Trigger.SCHEDULED:
         return None

@@ -154,7 +154,7 @@ def one_line(exc: BaseException) -> str:
     """A single line describing an error, with secrets masked."""
     from .secrets import redact
 
-    if isinstance(exc, CronwardenError) or isinstance(exc, Interrupted):
+    if isinstance(exc, (CronwardenError, Interrupted)):
         text = str(exc)
     else:
         orig = getattr(exc, "orig", None)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import DatabaseUnavailable, Interrupted, LeaseLost, PermanentError, TimedOut, is_transient, one_line
 from .outcome import RunStatus
@@ -37,7 +38,7 @@ def owner_id() -> str:
     return f"{host}:{pid}"
 
 
-def retried(fn: Callable[[], T], what: str, policy: "RetryPolicy", *, database_url: str | None = None) -> T:
+def retried(fn: Callable[[], T], what: str, policy: RetryPolicy, *, database_url: str | None = None) -> T:
     """A bookkeeping call to the database (outside a job's batches): transient errors retried, then
     DatabaseUnavailable; with database_url, a setup mistake (missing database, unusable SQLite file)
     becomes its one-line ConfigError."""
@@ -58,7 +59,7 @@ def retried(fn: Callable[[], T], what: str, policy: "RetryPolicy", *, database_u
         raise
 
 
-def db_call(app: "App", fn: Callable[[], T], what: str, policy: "RetryPolicy | None" = None) -> T:
+def db_call(app: App, fn: Callable[[], T], what: str, policy: RetryPolicy | None = None) -> T:
     """`retried` with the application's retry policy and database URL."""
     return retried(fn, what, policy or app.config.retry, database_url=app.config.database_url)
 
@@ -82,7 +83,7 @@ class Ending:
 SUCCEEDED = Ending(RunStatus.SUCCEEDED)
 
 
-def classify(exc: BaseException, timeout: "timedelta | None") -> Ending:
+def classify(exc: BaseException, timeout: timedelta | None) -> Ending:
     """The one ladder from what a job raised to its recorded outcome.
 
     A lost lock or claim is `failed` (the README's lock section): the live process saw the loss and
@@ -98,7 +99,7 @@ def classify(exc: BaseException, timeout: "timedelta | None") -> Ending:
                   permanent=isinstance(exc, PermanentError))
 
 
-def run_in(ctx: "JobContext", fn: Callable[..., Any], arg: Any, *, timeout: "timedelta | None") -> Ending:
+def run_in(ctx: JobContext, fn: Callable[..., Any], arg: Any, *, timeout: timedelta | None) -> Ending:
     """Run fn(ctx, arg) and classify how it ended; never raises for the job's own failure.
 
     The context is closed either way. Signals come back as an INTERRUPTED ending: the caller decides
@@ -106,7 +107,7 @@ def run_in(ctx: "JobContext", fn: Callable[..., Any], arg: Any, *, timeout: "tim
     """
     try:
         fn(ctx, arg)
-    except (Interrupted, Exception) as exc:  # noqa: BLE001 - every failure of the job is recorded, never swallowed
+    except (Interrupted, Exception) as exc:
         ending = classify(exc, timeout)
         if ending.status is RunStatus.FAILED and not ending.lost:
             ctx.log.debug("traceback of the failure", exc_info=True)
@@ -128,7 +129,7 @@ def known_lost(held: Any) -> bool:
     return False
 
 
-def lost_lock_policy(app: "App") -> "RetryPolicy":
+def lost_lock_policy(app: App) -> RetryPolicy:
     """Retries for recording the outcome of a run that lost its lock, most often with its host's network:
     within host_loss_bound / 6 (10 s by default), time for a database that restarted to come back, short
     enough that a host cut off from it still exits within host_loss_bound. The next holder records the

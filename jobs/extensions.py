@@ -8,9 +8,10 @@ them when the whole schema is needed (`db upgrade`) or a view asks, never on a t
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sqlalchemy import Table
@@ -27,7 +28,7 @@ class Migration:
     step that finds its change already made, e.g. in a table created from today's model, does nothing."""
 
     version: int
-    apply: Callable[["Connection"], list[str]]
+    apply: Callable[[Connection], list[str]]
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,11 @@ class Extension:
     make their own retried reads."""
 
     name: str
-    tables: tuple["Table", ...] = ()
+    tables: tuple[Table, ...] = ()
     migrations: tuple[Migration, ...] = ()
-    status: Callable[["App"], Section] | None = None
-    alarms: Callable[["App", datetime], Alarm] | None = None
-    metrics: Callable[["App", datetime], "list[Family]"] | None = None
+    status: Callable[[App], Section] | None = None
+    alarms: Callable[[App, datetime], Alarm] | None = None
+    metrics: Callable[[App, datetime], list[Family]] | None = None
     run_names: Callable[[], Iterable[str]] | None = None  # names of the runs it records in the shared history
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .outcome import RunStatus
 from .schedule import first_slot
@@ -51,11 +52,11 @@ class JobHealth:
         return out
 
 
-def assess(config: "Config", states: Mapping[str, Any], now: datetime) -> list[JobHealth]:
+def assess(config: Config, states: Mapping[str, Any], now: datetime) -> list[JobHealth]:
     return [_assess_one(config, name, states.get(name), now) for name in config.jobs]
 
 
-def _assess_one(config: "Config", name: str, row: Any, now: datetime) -> JobHealth:
+def _assess_one(config: Config, name: str, row: Any, now: datetime) -> JobHealth:
     job = config.jobs[name]
     get = (lambda key: row[key]) if row is not None else (lambda key: None)
     due = next_due_at(row, job)

@@ -20,8 +20,9 @@ the next invocation to start, take the lock and finish a batch:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 DEFAULT_BOUND_SECONDS = 60.0
 KEEPALIVE_PROBES = 3

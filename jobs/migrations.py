@@ -15,8 +15,9 @@ a step interrupted half-way runs again and skips what it finds done.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from sqlalchemy import inspect, select
 
@@ -30,15 +31,15 @@ if TYPE_CHECKING:
 LOCK_NAME = "#schema-upgrade"  # never a job's name (jobs.locks keys): only one upgrade runs at a time
 
 
-def _core(conn: "Connection") -> list[str]:
+def _core(conn: Connection) -> list[str]:
     return ddl.create_tables(conn, schema_version, executions, runs, leases)
 
 
-def _first_seen(conn: "Connection") -> list[str]:
+def _first_seen(conn: Connection) -> list[str]:
     return ddl.add_column(conn, executions, "first_seen_at")
 
 
-def _slots(conn: "Connection") -> list[str]:
+def _slots(conn: Connection) -> list[str]:
     return ddl.create_tables(conn, slots)
 
 
@@ -57,7 +58,7 @@ def steps(extra: Iterable[Migration] = ()) -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-def upgrade(engine: "Engine", *, extra: Iterable[Migration] = ()) -> list[str]:
+def upgrade(engine: Engine, *, extra: Iterable[Migration] = ()) -> list[str]:
     """Run the steps after the stored version, up to this cronwarden's; returns what changed. Idempotent.
 
     extra: further steps (numbered after SCHEMA_VERSION), for a test of the machinery. A database of a
@@ -82,21 +83,21 @@ def upgrade(engine: "Engine", *, extra: Iterable[Migration] = ()) -> list[str]:
     return changes
 
 
-def stored_version(conn: "Connection") -> int:
+def stored_version(conn: Connection) -> int:
     """The version the database holds: 0 without the tool's tables (or without its version row)."""
     if not inspect(conn).has_table(schema_version.name):
         return 0
     return conn.execute(select(schema_version.c.version).where(schema_version.c.id == 1)).scalar() or 0
 
 
-def _stamp(conn: "Connection", version: int) -> None:
+def _stamp(conn: Connection, version: int) -> None:
     done = conn.execute(schema_version.update().where(schema_version.c.id == 1).values(version=version))
     if not done.rowcount:
         conn.execute(schema_version.insert().values(id=1, version=version))
 
 
 @contextmanager
-def _one_at_a_time(conn: "Connection") -> Iterator[None]:
+def _one_at_a_time(conn: Connection) -> Iterator[None]:
     """Two upgrades at once (two pods starting) run one after the other; the second finds nothing to do.
 
     SQLite: the writer's BEGIN IMMEDIATE already serialises them. PostgreSQL: an advisory lock held until

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -27,7 +28,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime
     cache_ok = True
 
-    def load_dialect_impl(self, dialect):  # noqa: ANN001
+    def load_dialect_impl(self, dialect: Any) -> Any:
         from .db import family
 
         if family(dialect.name) == "mysql":
@@ -36,14 +37,14 @@ class UTCDateTime(TypeDecorator[datetime]):
             return dialect.type_descriptor(DATETIME(fsp=6))
         return dialect.type_descriptor(DateTime())
 
-    def process_bind_param(self, value, dialect):  # noqa: ANN001
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
         return value.astimezone(timezone.utc).replace(tzinfo=None)
 
-    def process_result_value(self, value, dialect):  # noqa: ANN001
+    def process_result_value(self, value: Any, dialect: Any) -> datetime | None:
         if value is None:
             return None
         if isinstance(value, str):

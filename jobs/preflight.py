@@ -5,7 +5,8 @@ application tables and columns a job declares it needs (checked once per run, be
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
 
@@ -100,7 +101,7 @@ def _missing_database(exc: BaseException, dialect: str) -> str | None:
     return None
 
 
-def check_needs(engine: "Engine", job: str, needs: Mapping[str, Iterable[str]], hint: str) -> None:
+def check_needs(engine: Engine, job: str, needs: Mapping[str, Iterable[str]], hint: str) -> None:
     """Refuse (ConfigError) when a table the job uses is missing or lacks a column: one reflection per table.
 
     needs: {table (optionally `schema.table`): the columns the job reads or writes}; hint: how to fix

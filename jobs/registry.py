@@ -8,7 +8,8 @@ Plugins are loaded only when an invocation needs them, so a built-in tick stays 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 from .spec import JobSpec
@@ -28,7 +29,7 @@ def builtin_specs() -> tuple[JobSpec, ...]:
     return BUILTIN_JOBS
 
 
-def builtin_extensions() -> tuple["Extension", ...]:
+def builtin_extensions() -> tuple[Extension, ...]:
     """Every registered extension, the tool's own first in the order of BUILTIN_EXTENSIONS whatever imported them
     before: read when the whole schema is needed (`db upgrade`) or a view asks (`status`, `check`, metrics)."""
     from importlib import import_module

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .config import RetryPolicy
 from .errors import is_lock_wait, is_transient
@@ -43,19 +44,21 @@ def call(
         Retrying,
         retry_if_exception,
         stop_after_attempt,
+        stop_any,
         wait_exponential_jitter,
     )
+    from tenacity.stop import stop_base
 
     budget = policy.max_time.total_seconds()
     if time.monotonic() - started >= budget and not is_lock_wait(first_error):
         raise first_error
     log.info("%s failed (%s); retrying", what, _brief(first_error))
 
-    def before(_state) -> None:  # noqa: ANN001
+    def before(_state) -> None:
         if before_attempt is not None:
             before_attempt()
 
-    def after(state) -> None:  # noqa: ANN001
+    def after(state: Any) -> None:
         exc = state.outcome.exception() if state.outcome else None
         if exc is not None and is_transient(exc):
             log.info("%s failed again (attempt %d): %s", what, state.attempt_number + 1, _brief(exc))
@@ -66,14 +69,15 @@ def call(
         jitter=policy.initial_wait.total_seconds(),
     )
 
-    def wait(state) -> float:  # noqa: ANN001 - the last backoff is cut short so the last attempt starts at max_time
+    def wait(state: Any) -> float:  # the last backoff is cut short so the last attempt starts at max_time
         return max(0.0, min(backoff(state), budget - (time.monotonic() - started)))
 
-    def out_of_time(_state) -> bool:  # noqa: ANN001
-        return time.monotonic() - started >= budget
+    class OutOfTime(stop_base):
+        def __call__(self, _state: Any) -> bool:
+            return time.monotonic() - started >= budget
 
     retrying = Retrying(
-        stop=stop_after_attempt(policy.attempts - 1) | out_of_time,
+        stop=stop_any(stop_after_attempt(policy.attempts - 1), OutOfTime()),
         wait=wait,
         retry=retry_if_exception(is_transient),
         reraise=True,

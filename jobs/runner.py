@@ -10,23 +10,25 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from . import clock, execution, signals, slots, tracking
 from .context import JobContext
+from .due import LOCKED_MESSAGE, skip
 from .errors import ConfigError, DatabaseUnavailable, Interrupted, one_line
 from .execution import db_call, job_logger
 from .outcome import RunReport, RunStatus, Trigger
-from .due import LOCKED_MESSAGE, skip
 
 if TYPE_CHECKING:
     from .app import App
     from .config import JobConfig
+    from .locks import Held
 
 
-def run_job(app: "App", name: str, trigger: Trigger = Trigger.SCHEDULED, *, dry_run: bool = False,
+def run_job(app: App, name: str, trigger: Trigger = Trigger.SCHEDULED, *, dry_run: bool = False,
             settings: Any = None) -> RunReport:
     """Run one job once, as the contract's section 4 says; never raises for a job failure.
 
@@ -38,7 +40,7 @@ def run_job(app: "App", name: str, trigger: Trigger = Trigger.SCHEDULED, *, dry_
     return report
 
 
-def _run_job(app: "App", name: str, trigger: Trigger, *, dry_run: bool, settings: Any) -> RunReport:
+def _run_job(app: App, name: str, trigger: Trigger, *, dry_run: bool, settings: Any) -> RunReport:
     job = app.config.job(name)
     settings = job.settings if settings is None else settings
     if not job.enabled:
@@ -68,13 +70,13 @@ def _run_job(app: "App", name: str, trigger: Trigger, *, dry_run: bool, settings
         return _execute(app, job, trigger, settings, stop, held, row)
 
 
-def _validate(job: "JobConfig", settings: Any) -> None:
+def _validate(job: JobConfig, settings: Any) -> None:
     """Checks that matter only when the job really runs (a one-shot job that is done needs no password)."""
     if job.spec.validate is not None:
         job.spec.validate(settings)
 
 
-def _check_needs(app: "App", job: "JobConfig", settings: Any) -> None:
+def _check_needs(app: App, job: JobConfig, settings: Any) -> None:
     """The tables and columns the job declares exist (one reflection per table per run), else ConfigError."""
     if job.spec.needs is None:
         return
@@ -87,11 +89,11 @@ def _check_needs(app: "App", job: "JobConfig", settings: Any) -> None:
     db_call(app, lambda: check_needs(app.engine, job.name, needs, hint), "checking the job's tables")
 
 
-def _skip(job: "JobConfig", row: Any, trigger: Trigger) -> RunReport | None:
+def _skip(job: JobConfig, row: Any, trigger: Trigger) -> RunReport | None:
     return skip(job, row, trigger, clock.utcnow())
 
 
-def _holding(app: "App", job: "JobConfig"):  # noqa: ANN202
+def _holding(app: App, job: JobConfig):
     from . import locks
 
     # The lease is renewed while the run lasts, so its TTL bounds a vanished holder, not the run.
@@ -103,15 +105,15 @@ def _holding(app: "App", job: "JobConfig"):  # noqa: ANN202
 class _RetryingBackend:
     """Taking a lock talks to the database too: retry its transient errors like any other call."""
 
-    def __init__(self, app: "App", backend) -> None:  # noqa: ANN001
+    def __init__(self, app: App, backend: Any) -> None:
         self._app = app
         self._backend = backend
 
-    def try_acquire(self, job: str, ttl: timedelta):  # noqa: ANN201
+    def try_acquire(self, job: str, ttl: timedelta) -> Held | None:
         return db_call(self._app, lambda: self._backend.try_acquire(job, ttl), "taking the lock")
 
 
-def _execute(app: "App", job: "JobConfig", trigger: Trigger, settings: Any, stop, held,  # noqa: ANN001
+def _execute(app: App, job: JobConfig, trigger: Trigger, settings: Any, stop: Any, held: Any,
              row: Any) -> RunReport:
     host, pid = execution.owner()
     started = clock.utcnow()
@@ -132,14 +134,14 @@ def _execute(app: "App", job: "JobConfig", trigger: Trigger, settings: Any, stop
     report = _report(job.name, trigger, run_id, started, ending, ctx)
     lost = ending.lost or execution.known_lost(held)
     report.next_due_at = _record(app, job, report, lost)
-    if not lost:
+    if not lost and report.finished_at is not None:
         _prune_history(app, logger, job, report.finished_at)
     _log_outcome(logger, report)
     _notify(app, logger, "run_finished", job, report)
     return report
 
 
-def _claim_start(app: "App", job: "JobConfig", trigger: Trigger, started: datetime, host: str, pid: int,
+def _claim_start(app: App, job: JobConfig, trigger: Trigger, started: datetime, host: str, pid: int,
                  row: Any) -> int:
     """Record the start and, for a scheduled run, claim the slot it serves in the same transaction: the
     database's fence, whatever the lock believed (jobs.slots). Raises slots.SlotTaken when refused."""
@@ -158,19 +160,21 @@ def _report(name: str, trigger: Trigger, run_id: int | None, started: datetime, 
                      longest_transaction_seconds=ctx.longest_transaction, largest_batch_items=ctx.largest_batch)
 
 
-def _record(app: "App", job: "JobConfig", report: RunReport, lost: bool) -> datetime | None:
+def _record(app: App, job: JobConfig, report: RunReport, lost: bool) -> datetime | None:
     """The outcome, in its own transaction; a run that lost its lock gets a short budget for it."""
+    run_id, started, finished = report.run_id, report.started_at, report.finished_at
+    assert run_id is not None and started is not None and finished is not None  # a run that started has them
     return db_call(
         app,
-        lambda: tracking.finish_run(app.engine, job, report.run_id, report.status, report.started_at,
-                                    report.finished_at, report.counts, report.error,
+        lambda: tracking.finish_run(app.engine, job, run_id, report.status, started, finished, report.counts,
+                                    report.error,
                                     keep=tracking.kept(job, report.status, report.trigger, report.counts)),
         "recording the outcome",
         policy=execution.lost_lock_policy(app) if lost else None,
     )
 
 
-def _prune_history(app: "App", logger: logging.LoggerAdapter, job: "JobConfig", finished: datetime) -> None:
+def _prune_history(app: App, logger: logging.LoggerAdapter, job: JobConfig, finished: datetime) -> None:
     """Housekeeping after the outcome is recorded: a failure here is a warning, never the run's outcome."""
     try:
         tracking.prune_history(app.engine, job.name, finished - app.config.history_retention)
@@ -178,7 +182,7 @@ def _prune_history(app: "App", logger: logging.LoggerAdapter, job: "JobConfig", 
         logger.warning("pruning the run history failed: %s", one_line(exc))
 
 
-def _notify(app: "App", logger: logging.LoggerAdapter, hook: str, *args: Any) -> None:
+def _notify(app: App, logger: logging.LoggerAdapter, hook: str, *args: Any) -> None:
     """Tell every observer, dramatiq-style: one failing observer cannot break the run or the others."""
     for observer in app.observers:
         method = getattr(observer, hook, None)
@@ -199,7 +203,7 @@ def _log_outcome(logger: logging.LoggerAdapter, report: RunReport) -> None:
         logger.error("%s after %s (%s): %s", report.status.value, duration, counts, report.error)
 
 
-def _dry_run(app: "App", job: "JobConfig", trigger: Trigger, settings: Any) -> RunReport:
+def _dry_run(app: App, job: JobConfig, trigger: Trigger, settings: Any) -> RunReport:
     """Runs the job with every transaction rolled back; records nothing, takes no lock."""
     started = clock.utcnow()
     with signals.graceful_stop() as stop:
@@ -217,7 +221,7 @@ def _dry_run(app: "App", job: "JobConfig", trigger: Trigger, settings: Any) -> R
                      details=list(ctx.details))
 
 
-def run_due(app: "App", names: list[str], on_report: Callable[[RunReport], None] | None = None) -> list[RunReport]:
+def run_due(app: App, names: list[str], on_report: Callable[[RunReport], None] | None = None) -> list[RunReport]:
     """Every enabled job that is due, one after another.
 
     A signal stops the sequence, and so does an unreachable database: every later job would spend the

@@ -14,8 +14,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Union
+from datetime import datetime, timedelta, timezone, tzinfo
 
 from .clock import NEVER
 
@@ -166,7 +165,7 @@ class Cron:
 
     def tolerance(self) -> timedelta:
         """Cron ticks arrive after their fire time; allow only for clock skew between hosts."""
-        return min(self.period() / 100, CRON_TOLERANCE)
+        return min(_shortest_gap(self.expression, self.timezone) / 100, CRON_TOLERANCE)
 
     def slot_at_or_before(self, anchor: datetime | None, t: datetime) -> datetime:
         fire = self.latest_at_or_before(t)
@@ -222,7 +221,7 @@ class Once:
         return NEVER if anchor is not None else t
 
 
-Schedule = Union[Interval, Cron, Once]
+Schedule = Interval | Cron | Once
 
 
 def parse_schedule(interval: object = None, cron: object = None, tz: object = None) -> Schedule:
@@ -240,7 +239,7 @@ def parse_schedule(interval: object = None, cron: object = None, tz: object = No
     return Interval(parse_duration(interval))
 
 
-def _zone(name: str):
+def _zone(name: str) -> tzinfo:
     if name.upper() == "UTC":
         return timezone.utc
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError

@@ -21,10 +21,10 @@ if TYPE_CHECKING:
 
     from .errors import ConfigError
 
-_CURRENT: "WeakSet[Engine]" = WeakSet()
+_CURRENT: WeakSet[Engine] = WeakSet()
 
 
-def require(engine: "Engine", *, writes: bool, conn: "Connection | None" = None) -> None:
+def require(engine: Engine, *, writes: bool, conn: Connection | None = None) -> None:
     """Refuse (ConfigError) unless the database holds this version's tables; one read per engine.
 
     writes: the command writes (a job run, pause, enqueue...): on the embedded default database it then
@@ -45,7 +45,7 @@ def require(engine: "Engine", *, writes: bool, conn: "Connection | None" = None)
     _CURRENT.add(engine)
 
 
-def stored_version(engine: "Engine", conn: "Connection | None" = None) -> int | None:
+def stored_version(engine: Engine, conn: Connection | None = None) -> int | None:
     """The stored schema version, or None when the database has no cronwarden tables."""
     from .preflight import missing_table
 
@@ -61,7 +61,7 @@ def stored_version(engine: "Engine", conn: "Connection | None" = None) -> int | 
         raise
 
 
-def upgrade(engine: "Engine") -> list[str]:
+def upgrade(engine: Engine) -> list[str]:
     """`db upgrade`: bring the tool's tables to this version (jobs.migrations); returns what changed."""
     from .migrations import upgrade as migrate
 
@@ -70,13 +70,13 @@ def upgrade(engine: "Engine") -> list[str]:
     return changes
 
 
-def is_embedded_default(engine: "Engine") -> bool:
+def is_embedded_default(engine: Engine) -> bool:
     from .config import embedded_default
 
     return embedded_default(engine.url.render_as_string())
 
 
-def newer_problem(engine: "Engine", stored: int) -> "ConfigError":
+def newer_problem(engine: Engine, stored: int) -> ConfigError:
     from .errors import ConfigError
 
     return ConfigError(f"database {_safe_url(engine)} holds the tables of a newer cronwarden (schema version "
@@ -84,5 +84,5 @@ def newer_problem(engine: "Engine", stored: int) -> "ConfigError":
                        f"not this one")
 
 
-def _safe_url(engine: "Engine") -> str:
+def _safe_url(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)

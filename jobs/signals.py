@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any
 
 from .errors import Interrupted
 
@@ -44,7 +45,7 @@ def graceful_stop() -> Iterator[StopFlag]:
         yield flag
         return
 
-    def handler(signum, _frame) -> None:  # noqa: ANN001
+    def handler(signum: int, _frame: Any) -> None:
         if flag.requested:
             raise Interrupted(signum)
         flag.request(signum)

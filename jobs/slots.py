@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 _RELEASED = frozenset({RunStatus.FAILED.value, RunStatus.TIMED_OUT.value, RunStatus.INTERRUPTED.value})
 
 
-def served(job: "JobConfig", row: "RowMapping | None", trigger: Trigger, started: datetime) -> datetime | None:
+def served(job: JobConfig, row: RowMapping | None, trigger: Trigger, started: datetime) -> datetime | None:
     """The slot a run starting now serves (the one its success would fulfil), or None when it claims none."""
     if trigger is not Trigger.SCHEDULED or isinstance(job.schedule, Once):
         return None
@@ -73,7 +73,7 @@ class Holder:
         return f"slot {slot.isoformat()} already claimed by run {self.run_id}{who}{state}; no work done"
 
 
-def claim(conn: "Connection", job: str, slot: datetime, run_id: int, now: datetime,
+def claim(conn: Connection, job: str, slot: datetime, run_id: int, now: datetime,
           abandoned_after: timedelta) -> Holder | None:
     """Claim `slot` for `run_id` inside the caller's start transaction; the holder when another run has it."""
     try:
@@ -104,7 +104,7 @@ def _released(status: str | None, finished: datetime | None, now: datetime, aban
     return status == RunStatus.ABANDONED.value and finished is not None and finished + abandoned_after <= now
 
 
-def settle(conn: "Connection", job: str, run_id: int, status: RunStatus, slot: datetime | None) -> None:
+def settle(conn: Connection, job: str, run_id: int, status: RunStatus, slot: datetime | None) -> None:
     """With the run's outcome: a success keeps its claim and drops older ones; anything else releases it."""
     if status is RunStatus.SUCCEEDED:
         if slot is not None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .settings import NoSettings
 
@@ -43,7 +44,7 @@ class JobSpec:
     """
 
     name: str
-    run: Callable[["JobContext", Any], None]
+    run: Callable[[JobContext, Any], None]
     settings: type = NoSettings
     schedule: str = "24h"
     description: str = ""

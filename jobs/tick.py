@@ -29,7 +29,7 @@ class HandOver(Exception):
     """The quick path does not decide this tick: the full CLI does."""
 
 
-def decide(config: "Config", names: list[str], now: datetime) -> list[RunReport]:
+def decide(config: Config, names: list[str], now: datetime) -> list[RunReport]:
     """The reports of scheduled ticks of these jobs (one, or run-due's) that do nothing, in order, through one
     connection; HandOver when any of them has work, or at any doubt."""
     from . import dburl
@@ -49,7 +49,7 @@ def decide(config: "Config", names: list[str], now: datetime) -> list[RunReport]
     return [reports[name] for name in names]
 
 
-def _decide(conn: Any, url: "PlainURL", backend: str, config: "Config", name: str, now: datetime) -> RunReport:
+def _decide(conn: Any, url: PlainURL, backend: str, config: Config, name: str, now: datetime) -> RunReport:
     job = config.job(name)
     row = _read(conn, url.dialect, name)
     report = skip(job, row, Trigger.SCHEDULED, now)
@@ -62,7 +62,7 @@ def _decide(conn: Any, url: "PlainURL", backend: str, config: "Config", name: st
     raise HandOver(f"{name} is due")
 
 
-def _backend(config: "Config", url: "PlainURL") -> str:
+def _backend(config: Config, url: PlainURL) -> str:
     """jobs.locks.backend_name, from the plain URL; the lease is left to the runner."""
     name = config.locks.backend
     if name == "auto":
@@ -73,7 +73,7 @@ def _backend(config: "Config", url: "PlainURL") -> str:
     return name
 
 
-def _connect(url: "PlainURL", config: "Config") -> Any:
+def _connect(url: PlainURL, config: Config) -> Any:
     bounds = config.locks.host_loss()
     if url.dialect == "sqlite":
         return _sqlite(Path(url.database))
@@ -146,7 +146,7 @@ def _utc(value: Any) -> datetime | None:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
-def _held_elsewhere(conn: Any, backend: str, config: "Config", url: "PlainURL", name: str) -> bool:
+def _held_elsewhere(conn: Any, backend: str, config: Config, url: PlainURL, name: str) -> bool:
     """Whether another process holds the job's lock now. A free lock is not kept: the runner takes it."""
     if backend == "file":
         return _file_held(config, url, name)
@@ -169,7 +169,7 @@ def _held_elsewhere(conn: Any, backend: str, config: "Config", url: "PlainURL", 
         cur.close()
 
 
-def _file_held(config: "Config", url: "PlainURL", name: str) -> bool:
+def _file_held(config: Config, url: PlainURL, name: str) -> bool:
     """jobs.locks.lock_directory, then the file backend's own probe."""
     from .locks.file import held_elsewhere
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -14,9 +15,9 @@ from . import slots
 from .clock import is_never
 from .due import due_state, next_due_at  # noqa: F401 - part of this module's API
 from .models import executions, runs
-from .schema import require
 from .outcome import RunStatus, Trigger
 from .schedule import DueState, next_due, retry_at, satisfied_slot
+from .schema import require
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine, RowMapping
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cronwarden.tracking")
 
 
-def read_state(engine: "Engine", job: str) -> "RowMapping | None":
+def read_state(engine: Engine, job: str) -> RowMapping | None:
     """The job's tracking row: the one indexed read a not-due tick costs, after the schema's version (read
     once per engine; a command that writes may create the embedded default database's tables)."""
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -34,7 +35,7 @@ def read_state(engine: "Engine", job: str) -> "RowMapping | None":
         return conn.execute(select(executions).where(executions.c.job_name == job)).mappings().first()
 
 
-def reap_abandoned(engine: "Engine", job: "JobConfig", now: datetime) -> int:
+def reap_abandoned(engine: Engine, job: JobConfig, now: datetime) -> int:
     """Runs still 'running' while we hold the lock died with their process: mark them abandoned.
 
     Called only under the job's lock, so no live run can be among them.
@@ -66,7 +67,7 @@ def reap_abandoned(engine: "Engine", job: "JobConfig", now: datetime) -> int:
     return len(stale)
 
 
-def start_run(engine: "Engine", job: "JobConfig", trigger: Trigger, now: datetime, host: str, pid: int, *,
+def start_run(engine: Engine, job: JobConfig, trigger: Trigger, now: datetime, host: str, pid: int, *,
               slot: datetime | None = None, abandoned_after: timedelta = timedelta(0)) -> int:
     """Record the run as running, claiming `slot` (jobs.slots) in the same transaction; returns its id.
 
@@ -78,9 +79,9 @@ def start_run(engine: "Engine", job: "JobConfig", trigger: Trigger, now: datetim
         run_id = int(conn.execute(
             insert(runs).values(job_name=job.name, status=RunStatus.RUNNING.value, trigger=trigger.value,
                                 host=host, pid=pid, started_at=now, items=0)
-        ).inserted_primary_key[0])
+        ).inserted_primary_key[0])  # type: ignore[index]  # an INSERT of one row has its key
         holder = None if slot is None else slots.claim(conn, job.name, slot, run_id, now, abandoned_after)
-        if holder is not None:
+        if holder is not None and slot is not None:
             refused = holder.describe(slot)
             conn.execute(update(runs).where(runs.c.id == run_id).values(
                 status=RunStatus.DUPLICATE_SLOT.value, finished_at=now, duration_seconds=0.0, error=refused))
@@ -92,15 +93,15 @@ def start_run(engine: "Engine", job: "JobConfig", trigger: Trigger, now: datetim
     return run_id
 
 
-def record_counts(conn: "Connection", run_id: int, counts: dict[str, int]) -> None:
+def record_counts(conn: Connection, run_id: int, counts: dict[str, int]) -> None:
     """A running run's counts so far, written inside the batch transaction that made them true."""
     conn.execute(update(runs).where(runs.c.id == run_id).values(
         items=sum(counts.values()), counts=json.dumps(counts, sort_keys=True)))
 
 
 def finish_run(
-    engine: "Engine",
-    job: "JobConfig",
+    engine: Engine,
+    job: JobConfig,
     run_id: int,
     status: RunStatus,
     started: datetime,
@@ -154,7 +155,7 @@ def finish_run(
 HISTORY_PRUNE_BATCH = 1_000  # history rows deleted per transaction (at most)
 
 
-def prune_history(engine: "Engine", job: str, before: datetime) -> int:
+def prune_history(engine: Engine, job: str, before: datetime) -> int:
     """Delete the job's finished runs started before `before`, HISTORY_PRUNE_BATCH rows per transaction at
     most (keyset on started_at and id: a backlog of ties, e.g. after shortening the retention, stays bounded)."""
     from .batches import oldest_first
@@ -169,7 +170,7 @@ def prune_history(engine: "Engine", job: str, before: datetime) -> int:
             return deleted
 
 
-def kept(job: "JobConfig", status: RunStatus, trigger: Trigger, counts: dict[str, int]) -> bool:
+def kept(job: JobConfig, status: RunStatus, trigger: Trigger, counts: dict[str, int]) -> bool:
     """Whether a finished run keeps its history row.
 
     With `history = "work"` (the default) a scheduled run that succeeded with every counter at zero leaves
@@ -183,7 +184,7 @@ def kept(job: "JobConfig", status: RunStatus, trigger: Trigger, counts: dict[str
     return any(counts.values())
 
 
-def _upsert(conn: "Connection", job: str, seen: datetime, **values: Any) -> None:
+def _upsert(conn: Connection, job: str, seen: datetime, **values: Any) -> None:
     """Update the job's row, or insert it; `seen` becomes its first_seen_at unless one is stored."""
     values["first_seen_at"] = func.coalesce(executions.c.first_seen_at, seen)
     if conn.execute(update(executions).where(executions.c.job_name == job).values(**values)).rowcount:
@@ -196,14 +197,14 @@ def _upsert(conn: "Connection", job: str, seen: datetime, **values: Any) -> None
         conn.execute(update(executions).where(executions.c.job_name == job).values(**values))
 
 
-def watched(config: "Config") -> list[str]:
+def watched(config: Config) -> list[str]:
     """The jobs whose first sighting starts an overdue clock: enabled, with a schedule a tick honours."""
     from .due import recurring
 
     return recurring(config)
 
 
-def note_seen(engine: "Engine", names: "list[str]", now: datetime) -> list[str]:
+def note_seen(engine: Engine, names: list[str], now: datetime) -> list[str]:
     """Remember when the database first knew each job: the start of a never-run job's overdue clock.
 
     Returns the jobs it wrote (those without a first_seen_at); the others cost one read.
@@ -217,7 +218,7 @@ def note_seen(engine: "Engine", names: "list[str]", now: datetime) -> list[str]:
     return new
 
 
-def set_paused(engine: "Engine", job: str, paused: bool, by: str, now: datetime) -> bool:
+def set_paused(engine: Engine, job: str, paused: bool, by: str, now: datetime) -> bool:
     """Pause or resume everywhere at once; returns whether anything changed."""
     require(engine, writes=True)
     with engine.begin() as conn:
@@ -228,10 +229,10 @@ def set_paused(engine: "Engine", job: str, paused: bool, by: str, now: datetime)
     return True
 
 
-def all_states(engine: "Engine", seen: "Iterable[str]" = (), now: datetime | None = None) -> dict[str, "RowMapping"]:
+def all_states(engine: Engine, seen: Iterable[str] = (), now: datetime | None = None) -> dict[str, RowMapping]:
     """Every tracking row; the jobs in `seen` that the database did not know yet are noted as first seen
     `now` where this connection may write (a read-only one simply leaves them unknown)."""
-    def read() -> dict[str, "RowMapping"]:
+    def read() -> dict[str, RowMapping]:
         with engine.connect() as conn:
             return {r["job_name"]: r for r in conn.execute(select(executions)).mappings().all()}
 
@@ -248,7 +249,7 @@ def all_states(engine: "Engine", seen: "Iterable[str]" = (), now: datetime | Non
     return states
 
 
-def history(engine: "Engine", job: str | None, limit: int) -> list["RowMapping"]:
+def history(engine: Engine, job: str | None, limit: int) -> list[RowMapping]:
     query = select(runs).order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(limit)
     if job:
         query = query.where(runs.c.job_name == job)
@@ -258,7 +259,7 @@ def history(engine: "Engine", job: str | None, limit: int) -> list["RowMapping"]
         return list(conn.execute(query).mappings().all())
 
 
-def run_counts(engine: "Engine") -> dict[tuple[str, str], int]:
+def run_counts(engine: Engine) -> dict[tuple[str, str], int]:
     """Runs per (job, status) still in history, for metrics."""
     query = select(runs.c.job_name, runs.c.status, func.count()).group_by(runs.c.job_name, runs.c.status)
 

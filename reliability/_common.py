@@ -23,10 +23,10 @@ import sys
 import time
 import traceback
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGINS = REPO / "tests" / "plugin_pkg"
@@ -184,7 +184,7 @@ def seed_from(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- databases
 
-def checker_engine(url: str):  # noqa: ANN201
+def checker_engine(url: str):
     """An engine for the script's own looks at the database: no pool, so nothing is shared by a fork."""
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
@@ -289,7 +289,7 @@ class Workspace:
         self.path.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(text, encoding="utf-8")
 
-    def prepare(self, config: str = "") -> "Workspace":
+    def prepare(self, config: str = "") -> Workspace:
         """Config written, the tool's tables and the default application tables created."""
         from jobs.app_tables import create_default_tables
         from jobs.db import make_engine
@@ -398,14 +398,14 @@ def preload() -> None:
     sys.path here, not at import, so importing this module changes nothing for its importer."""
     if str(PLUGINS) not in sys.path:
         sys.path.insert(0, str(PLUGINS))
-    import pymysql  # noqa: F401
+    import cronwarden_testjobs  # noqa: F401
     import psycopg  # noqa: F401
-    import sqlalchemy  # noqa: F401
-    import sqlalchemy.dialects.mysql.pymysql  # noqa: F401
+    import pymysql  # noqa: F401
+    import sqlalchemy
+    import sqlalchemy.dialects.mysql.pymysql
     import sqlalchemy.dialects.postgresql.psycopg  # noqa: F401
 
     import cli.app  # noqa: F401
-    import cronwarden_testjobs  # noqa: F401
     import jobs.runner  # noqa: F401
 
     # What the CLI imports only once a command runs (cheap cron ticks): imported here, each fork starts

@@ -28,13 +28,25 @@ import random
 import signal
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
 
-from _common import (MYSQL_ADMIN_URL, PG_ADMIN_URL, Invocation, Ledger, Workspace, add_emails,
-                     check_invocation_secrets, checker_engine, email_states, fork, smtp_log, spawn)
+from _common import (
+    MYSQL_ADMIN_URL,
+    PG_ADMIN_URL,
+    Invocation,
+    Ledger,
+    Workspace,
+    add_emails,
+    check_invocation_secrets,
+    checker_engine,
+    email_states,
+    fork,
+    smtp_log,
+    spawn,
+)
 
 TOKENS, EMAILS = "refresh-token-cleanup", "email-queue"
 DEFAULT_LOCK = {"sqlite": "file", "postgres": "postgres", "mariadb": "mysql"}
@@ -296,7 +308,7 @@ class Inspector:
 
         return make_url(self.url).database or ""
 
-    def _admin(self):  # noqa: ANN202
+    def _admin(self):
         """Server-wide views (other sessions' transactions, named locks) need the administrator."""
         from sqlalchemy import create_engine
         from sqlalchemy.pool import NullPool
@@ -441,7 +453,7 @@ LEFT_SQL = {TOKENS: "SELECT count(*) FROM refresh_tokens WHERE token_hash LIKE '
             EMAILS: "SELECT count(*) FROM email_queue WHERE id >= {first} AND status <> 'sent'"}
 
 
-def frozen_run(ws: Workspace, insp: "Inspector", rng: random.Random, job: str, round_no: int, span: float,
+def frozen_run(ws: Workspace, insp: Inspector, rng: random.Random, job: str, round_no: int, span: float,
                total: int, first_email: int = 0) -> tuple[Invocation, Moment, int]:
     """Start a run, freeze it at a random moment and look where it is: (the run, the moment, work left)."""
     left_sql = LEFT_SQL[job].format(first=first_email)
@@ -563,7 +575,7 @@ def tally(ledger: Ledger, name: str) -> None:
     ledger.figure(name, int(ledger.figures.get(name, 0)) + 1)
 
 
-def add_plan_arguments(parser) -> None:  # noqa: ANN001 - argparse.ArgumentParser
+def add_plan_arguments(parser) -> None:
     parser.add_argument("--jobs", default="tokens,emails", help="tokens, emails or both")
     parser.add_argument("--locks", default="default,lease", help="default (the database's own), lease, or both")
     parser.add_argument("--lease-run", type=float, default=LEASE_RUN,
@@ -571,7 +583,7 @@ def add_plan_arguments(parser) -> None:  # noqa: ANN001 - argparse.ArgumentParse
                              "0: the default lock's amount of work)")
 
 
-def plan(args, backends: list[str]) -> list[tuple[str, str, str]]:  # noqa: ANN001 - argparse.Namespace
+def plan(args, backends: list[str]) -> list[tuple[str, str, str]]:
     """(job, backend, lock) of every scenario the arguments ask for."""
     return [(job, backend, DEFAULT_LOCK[backend] if which == "default" else "lease")
             for backend in backends

@@ -27,8 +27,21 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import (SECRETS, Budget, Report, Workspace, arguments, check_no_secrets, database_text, fork,
-                     fresh_database, preload, seed_from, selected_backends, spawn)
+from _common import (
+    SECRETS,
+    Budget,
+    Report,
+    Workspace,
+    arguments,
+    check_no_secrets,
+    database_text,
+    fork,
+    fresh_database,
+    preload,
+    seed_from,
+    selected_backends,
+    spawn,
+)
 
 RTC = "refresh-token-cleanup"
 
@@ -175,9 +188,8 @@ def prepare(folder: Path, url: str) -> Workspace:
         path = logs / f"app{i}.log"
         path.write_text(f"line {i}\n")
         os.utime(path, (1_600_000_000 + i, 1_600_000_000 + i))  # long past any retention
-    from sqlalchemy import text
-
     from _common import checker_engine
+    from sqlalchemy import text
 
     eng = checker_engine(url)
     with eng.begin() as conn:
@@ -187,7 +199,7 @@ def prepare(folder: Path, url: str) -> Workspace:
     return ws
 
 
-def run_case(ws: Workspace, case: Case, ledger, real_process: bool) -> None:  # noqa: ANN001
+def run_case(ws: Workspace, case: Case, ledger, real_process: bool) -> None:
     if isinstance(case.config, bytes):
         ws.config_file.write_bytes(case.config)
     else:

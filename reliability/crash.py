@@ -36,15 +36,51 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import (Budget, Report, Workspace, add_emails, arguments, check_database_secrets,
-                     check_invocation_secrets, email_states, fresh_database, preload, seed_from,
-                     selected_backends, smtp_sink)
-from _workloads import (BATCH, EMAILS, TOKENS, VISIBILITY, Inspector, Mailbox, add_plan_arguments, add_tokens,
-                        check_tokens, delete_kept, email_claims, email_config, email_moment, follow_up, frozen_run,
-                        lease_figures, most, pad_sqlite, plan, run_of, tally, token_config, tokens, utcnow, warm_up)
+from _common import (
+    Budget,
+    Report,
+    Workspace,
+    add_emails,
+    arguments,
+    check_database_secrets,
+    check_invocation_secrets,
+    email_states,
+    fresh_database,
+    preload,
+    seed_from,
+    selected_backends,
+    smtp_sink,
+)
+from _workloads import (
+    BATCH,
+    EMAILS,
+    TOKENS,
+    VISIBILITY,
+    Inspector,
+    Mailbox,
+    add_plan_arguments,
+    add_tokens,
+    check_tokens,
+    delete_kept,
+    email_claims,
+    email_config,
+    email_moment,
+    follow_up,
+    frozen_run,
+    lease_figures,
+    most,
+    pad_sqlite,
+    plan,
+    run_of,
+    tally,
+    token_config,
+    tokens,
+    utcnow,
+    warm_up,
+)
 
 
-def kill(inv, ledger, where: str) -> tuple[int, float]:  # noqa: ANN001
+def kill(inv, ledger, where: str) -> tuple[int, float]:
     """SIGKILL the frozen invocation: (exit code, monotonic time of the kill)."""
     inv.signal(signal.SIGKILL)
     killed_at = time.monotonic()
@@ -55,7 +91,7 @@ def kill(inv, ledger, where: str) -> tuple[int, float]:  # noqa: ANN001
     return code, killed_at
 
 
-def check_dead_run(ledger, url: str, job: str, moment) -> None:  # noqa: ANN001
+def check_dead_run(ledger, url: str, job: str, moment) -> None:
     """A run killed while it was recorded as running is `abandoned` once another process took the lock."""
     if moment.run is None:
         return
@@ -70,7 +106,7 @@ def check_dead_run(ledger, url: str, job: str, moment) -> None:  # noqa: ANN001
 
 # ---------------------------------------------------------------- refresh-token-cleanup
 
-def token_round(ws: Workspace, insp: Inspector, ledger, rng: random.Random, round_no: int, span: float,  # noqa: ANN001
+def token_round(ws: Workspace, insp: Inspector, ledger, rng: random.Random, round_no: int, span: float,
                 lock: str, groups: int, expiry_only: bool) -> None:
     url = ws.db_url
     add_tokens(url, rng, f"r{round_no}", groups, tied=round_no % 2 == 1)  # odd rounds: one expiry for all
@@ -116,7 +152,7 @@ def tokens_scenario(report: Report, backend: str, lock: str, rounds: int, second
 
 # ---------------------------------------------------------------- email-queue
 
-def email_round(ws: Workspace, insp: Inspector, ledger, rng: random.Random, round_no: int, span: float,  # noqa: ANN001
+def email_round(ws: Workspace, insp: Inspector, ledger, rng: random.Random, round_no: int, span: float,
                 lock: str, n: int, mailbox: Mailbox, stats: dict) -> None:
     url = ws.db_url
     first_id = max(email_states(url), default=0) + 1
@@ -145,7 +181,7 @@ def email_round(ws: Workspace, insp: Inspector, ledger, rng: random.Random, roun
     ledger.check(not waiting, f"{len(waiting)} emails pending or failed after the follow-up: {waiting[:5]}")
 
 
-def drain(ws: Workspace, ledger, mailbox: Mailbox, stats: dict) -> None:  # noqa: ANN001
+def drain(ws: Workspace, ledger, mailbox: Mailbox, stats: dict) -> None:
     """Wait the visibility timeout out for the rows dead senders left, then one run must send them all."""
     claimed = [at for s, _, at in email_claims(ws.db_url).values() if s == "sending" and at is not None]
     if claimed:

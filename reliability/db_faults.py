@@ -40,15 +40,31 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
 
-from _common import (MYSQL_ADMIN_URL, SECRETS, Budget, Invocation, Ledger, Report, Workspace, arguments, check_database_secrets,
-                     check_invocation_secrets, checker_engine, fork, fresh_database, preload, seed_from,
-                     selected_backends, spawn)
+from _common import (
+    MYSQL_ADMIN_URL,
+    SECRETS,
+    Budget,
+    Invocation,
+    Ledger,
+    Report,
+    Workspace,
+    arguments,
+    check_database_secrets,
+    check_invocation_secrets,
+    checker_engine,
+    fork,
+    fresh_database,
+    preload,
+    seed_from,
+    selected_backends,
+    spawn,
+)
 from servers import PrivateServer, private_server, unavailable
 
 JOB = "refresh-token-cleanup"

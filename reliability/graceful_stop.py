@@ -31,16 +31,51 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import (Budget, Report, Workspace, add_emails, arguments, check_database_secrets,
-                     check_invocation_secrets, email_states, fresh_database, preload, seed_from,
-                     selected_backends, smtp_sink)
-from _workloads import (BATCH, EMAILS, TOKENS, Inspector, Mailbox, Moment, add_plan_arguments, add_tokens,
-                        check_tokens, delete_kept, email_claims, email_config, email_moment, follow_up, frozen_run,
-                        lease_figures, most, pad_sqlite, plan, report_of, run_of, tally, token_config, tokens,
-                        warm_up)
+from _common import (
+    Budget,
+    Report,
+    Workspace,
+    add_emails,
+    arguments,
+    check_database_secrets,
+    check_invocation_secrets,
+    email_states,
+    fresh_database,
+    preload,
+    seed_from,
+    selected_backends,
+    smtp_sink,
+)
+from _workloads import (
+    BATCH,
+    EMAILS,
+    TOKENS,
+    Inspector,
+    Mailbox,
+    Moment,
+    add_plan_arguments,
+    add_tokens,
+    check_tokens,
+    delete_kept,
+    email_claims,
+    email_config,
+    email_moment,
+    follow_up,
+    frozen_run,
+    lease_figures,
+    most,
+    pad_sqlite,
+    plan,
+    report_of,
+    run_of,
+    tally,
+    token_config,
+    tokens,
+    warm_up,
+)
 
 
-def stop(inv, ledger, insp: Inspector, moment: Moment, slack: float, last_batch: bool) -> int:  # noqa: ANN001
+def stop(inv, ledger, insp: Inspector, moment: Moment, slack: float, last_batch: bool) -> int:
     """SIGTERM the frozen invocation, let it go, check its exit code, record and timing; the exit code.
     last_batch: the work left when it was frozen was at most the batch in flight."""
     url, job = insp.url, insp.job
@@ -82,7 +117,7 @@ def stop(inv, ledger, insp: Inspector, moment: Moment, slack: float, last_batch:
     return code
 
 
-def free_at_once(ws: Workspace, job: str, ledger) -> dict:  # noqa: ANN001
+def free_at_once(ws: Workspace, job: str, ledger) -> dict:
     """The next invocation must get the lock (a stopped run gives it back), succeed, and finish the work."""
     follow, report, _ = follow_up(ws, job, ledger, time.monotonic())
     ledger.check(report.get("status") == "succeeded", f"the follow-up ended {report.get('status')}: "
@@ -92,7 +127,7 @@ def free_at_once(ws: Workspace, job: str, ledger) -> dict:  # noqa: ANN001
 
 # ---------------------------------------------------------------- refresh-token-cleanup
 
-def token_round(ws: Workspace, insp: Inspector, ledger, rng: random.Random, round_no: int, span: float,  # noqa: ANN001
+def token_round(ws: Workspace, insp: Inspector, ledger, rng: random.Random, round_no: int, span: float,
                 lock: str, groups: int, expiry_only: bool, slack: float) -> None:
     url = ws.db_url
     add_tokens(url, rng, f"r{round_no}", groups, tied=round_no % 2 == 1)  # odd rounds: one expiry for all
@@ -133,7 +168,7 @@ def tokens_scenario(report: Report, backend: str, lock: str, rounds: int, second
 
 # ---------------------------------------------------------------- email-queue
 
-def email_round(ws: Workspace, insp: Inspector, ledger, rng: random.Random, round_no: int, span: float,  # noqa: ANN001
+def email_round(ws: Workspace, insp: Inspector, ledger, rng: random.Random, round_no: int, span: float,
                 lock: str, n: int, mailbox: Mailbox, slack: float) -> None:
     url = ws.db_url
     first_id = max(email_states(url), default=0) + 1

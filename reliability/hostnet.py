@@ -21,9 +21,9 @@ import random
 import shutil
 import socket
 import subprocess
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWNET = 0x40000000

@@ -27,12 +27,25 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
 
-from _common import (SECRETS, Budget, Invocation, Ledger, Report, Workspace, arguments, check_invocation_secrets,
-                     checker_engine, fork, preload, seed_from, wait_all)
+from _common import (
+    SECRETS,
+    Budget,
+    Invocation,
+    Ledger,
+    Report,
+    Workspace,
+    arguments,
+    check_invocation_secrets,
+    checker_engine,
+    fork,
+    preload,
+    seed_from,
+    wait_all,
+)
 from db_faults import check_error_line, history, retry_lines, worst
 from hostnet import Host, Network, hosts, unavailable
 from mutual_exclusion import new_rows, open_due_window

@@ -23,9 +23,22 @@ import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from _common import (Budget, Report, Workspace, arguments, check_database_secrets, check_invocation_secrets,
-                     checker_engine, fork, fresh_database, preload, seed_from, selected_backends, spawn,
-                     wait_all)
+from _common import (
+    Budget,
+    Report,
+    Workspace,
+    arguments,
+    check_database_secrets,
+    check_invocation_secrets,
+    checker_engine,
+    fork,
+    fresh_database,
+    preload,
+    seed_from,
+    selected_backends,
+    spawn,
+    wait_all,
+)
 
 COMBOS = (("sqlite", "file"), ("postgres", "postgres"), ("mariadb", "mysql"),
           ("sqlite", "lease"), ("postgres", "lease"), ("mariadb", "lease"))
@@ -78,7 +91,7 @@ def new_rows(url: str, after_run: int, after_effect: int) -> tuple[list[dict], l
 RELEASE_SLACK = timedelta(milliseconds=500)  # the winner releases the lock just after recording its end
 
 
-def decided_at(inv) -> datetime | None:  # noqa: ANN001
+def decided_at(inv) -> datetime | None:
     """When a loser found the lock taken: the timestamp of its "skipped" log line (naive UTC)."""
     for line in inv.stderr.splitlines():
         if "skipped" in line:
@@ -86,7 +99,7 @@ def decided_at(inv) -> datetime | None:  # noqa: ANN001
     return None
 
 
-def one_round(ws: Workspace, ledger, round_no: int, marks: list[int]) -> None:  # noqa: ANN001
+def one_round(ws: Workspace, ledger, round_no: int, marks: list[int]) -> None:
     real = round_no % SPAWN_EVERY == SPAWN_EVERY - 1
     start = spawn if real else fork
     if round_no:

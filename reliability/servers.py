@@ -26,9 +26,9 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 KINDS = ("postgres", "mariadb")
 READY_SECONDS = 60

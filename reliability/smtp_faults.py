@@ -28,9 +28,26 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import (SECRETS, Budget, Report, Workspace, add_emails, age_claims, arguments, check_database_secrets,
-                     check_invocation_secrets, email_states, fork, fresh_database, preload, seed_from,
-                     selected_backends, smtp_cut, smtp_log, smtp_sink)
+from _common import (
+    SECRETS,
+    Budget,
+    Report,
+    Workspace,
+    add_emails,
+    age_claims,
+    arguments,
+    check_database_secrets,
+    check_invocation_secrets,
+    email_states,
+    fork,
+    fresh_database,
+    preload,
+    seed_from,
+    selected_backends,
+    smtp_cut,
+    smtp_log,
+    smtp_sink,
+)
 
 FAULTS = "250:70,451:10,421:4,550:6,drop:5,lost:5"
 CONFIG = """
@@ -105,7 +122,7 @@ def scenario(report: Report, database: str, emails: int, seconds: float, rng: ra
                      "a 550 failure without the server's reply")
         duplicates = [i for i, n in accepted.items() if n > 1]
         cut = smtp_cut(log)
-        for i in duplicates:
+        for _ in duplicates:
             ledger.fault("duplicate delivery")
         unexplained = [i for i in duplicates if i not in killed and i not in cut]
         ledger.check(not unexplained, f"duplicates neither after a kill nor after a cut: {unexplained[:10]}")

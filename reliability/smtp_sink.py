@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     log = open(args.log, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - open for the server's life
 
     class Handler:
-        async def handle_DATA(self, server, session, envelope) -> str:  # noqa: ANN001
+        async def handle_DATA(self, server, session, envelope) -> str:
             msgid = _message_id(envelope.original_content or envelope.content or b"")
             outcome = rng.choices(choices, weights)[0]
             if outcome in ("250", "lost"):
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                 return "550 5.1.1 Mailbox unavailable"
             return "250 2.0.0 Accepted"
 
-    def authenticate(server, session, envelope, mechanism, auth_data) -> AuthResult:  # noqa: ANN001
+    def authenticate(server, session, envelope, mechanism, auth_data) -> AuthResult:
         password = getattr(auth_data, "password", b"")
         password = password.decode() if isinstance(password, bytes) else password
         return AuthResult(success=password == args.auth_password)

@@ -12,7 +12,7 @@ _MD = default_metadata()
 tokens = _MD.tables["refresh_tokens"]
 
 
-def add_tokens(engine, now: datetime, expired: int, fresh: int, retention_days: int = 7) -> None:  # noqa: ANN001
+def add_tokens(engine, now: datetime, expired: int, fresh: int, retention_days: int = 7) -> None:
     """`expired` tokens past the cutoff (each with its own expiry time) and `fresh` ones inside it."""
     cutoff = now - timedelta(days=retention_days)
     rows = [{"user_id": 1, "token_hash": f"old{i}", "expires_at": cutoff - timedelta(seconds=10 + i),
@@ -24,7 +24,7 @@ def add_tokens(engine, now: datetime, expired: int, fresh: int, retention_days: 
             conn.execute(insert(tokens), rows[start:start + 5000])
 
 
-def count_tokens(engine, prefix: str) -> int:  # noqa: ANN001
+def count_tokens(engine, prefix: str) -> int:
     with engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(tokens)
                             .where(tokens.c.token_hash.like(prefix + "%"))).scalar()

@@ -15,8 +15,8 @@ ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 SHELL_SEPARATORS = {";", "&", "&&", "|", "||", "(", ")", "((", "))", "do", "done", "then", "else", "fi"}
 
 
-@functools.lru_cache(maxsize=None)
-def cli_command():  # noqa: ANN201 - typer's (vendored) click group
+@functools.cache
+def cli_command():
     """The real command tree, built the way `cronwarden` builds it (built-in jobs and plugins)."""
     import typer
 

@@ -9,9 +9,10 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -32,7 +33,7 @@ def _unavailable(what: str, exc: Exception) -> None:
     pytest.skip(f"{what} unavailable (not running or not reachable): {type(exc).__name__}")
 
 
-def _server_database(admin_url: str, what: str) -> Iterator["ServerDatabase"]:
+def _server_database(admin_url: str, what: str) -> Iterator[ServerDatabase]:
     from tests.databases import ServerDatabase
 
     try:
@@ -44,18 +45,18 @@ def _server_database(admin_url: str, what: str) -> Iterator["ServerDatabase"]:
 
 
 @pytest.fixture(scope="session")
-def pg_database() -> Iterator["ServerDatabase"]:
+def pg_database() -> Iterator[ServerDatabase]:
     """This test process's PostgreSQL database, created once (a missing server skips, or fails under CI)."""
     yield from _server_database(PG_ADMIN_URL, "PostgreSQL")
 
 
 @pytest.fixture(scope="session")
-def mysql_database() -> Iterator["ServerDatabase"]:
+def mysql_database() -> Iterator[ServerDatabase]:
     """This test process's MariaDB database, created once (a missing server skips, or fails under CI)."""
     yield from _server_database(MYSQL_ADMIN_URL, "MariaDB")
 
 
-def _server_url(request: pytest.FixtureRequest, database: "ServerDatabase") -> str:
+def _server_url(request: pytest.FixtureRequest, database: ServerDatabase) -> str:
     """The database as a new one would be; the `engine` fixture, when the test has it, sets it up instead."""
     if "engine" not in request.fixturenames:
         database.empty()
@@ -68,12 +69,12 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def pg_url(request: pytest.FixtureRequest, pg_database: "ServerDatabase") -> str:
+def pg_url(request: pytest.FixtureRequest, pg_database: ServerDatabase) -> str:
     return _server_url(request, pg_database)
 
 
 @pytest.fixture
-def mysql_url(request: pytest.FixtureRequest, mysql_database: "ServerDatabase") -> str:
+def mysql_url(request: pytest.FixtureRequest, mysql_database: ServerDatabase) -> str:
     return _server_url(request, mysql_database)
 
 
@@ -104,7 +105,7 @@ def _standard_tables(url: str) -> None:
 
 
 @pytest.fixture
-def engine(request: pytest.FixtureRequest, db_url: str):  # noqa: ANN201
+def engine(request: pytest.FixtureRequest, db_url: str):
     from jobs.db import make_engine
 
     if db_url.startswith("sqlite"):
@@ -132,7 +133,7 @@ class Workspace:
     def write_config(self, text: str) -> None:
         self.config_file.write_text(text, encoding="utf-8")
 
-    def upgrade(self) -> "Workspace":
+    def upgrade(self) -> Workspace:
         """The tool's tables, as `db upgrade` creates them at deploy time (a job run creates none on a server)."""
         from jobs.db import make_engine
         from jobs.schema import upgrade
@@ -154,7 +155,7 @@ class Workspace:
         env.update(extra)
         return env
 
-    def popen(self, *args: str, env: dict[str, str] | None = None, **kw) -> subprocess.Popen:  # noqa: ANN003
+    def popen(self, *args: str, env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=self.path, env=env or self.env(),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
@@ -165,7 +166,7 @@ class Workspace:
 
 
 @pytest.fixture
-def workspace(tmp_path: Path, db_url: str, engine) -> Workspace:  # noqa: ANN001
+def workspace(tmp_path: Path, db_url: str, engine) -> Workspace:
     ws = Workspace(tmp_path, db_url)
     ws.write_config("")
     return ws

@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import MetaData, Table, create_engine, text
 from sqlalchemy.engine import make_url
@@ -127,7 +128,7 @@ class ServerDatabase:
             conn.execute(text(f"DROP DATABASE IF EXISTS {self.name}" + (" WITH (FORCE)" if self.postgres else "")))
         self.admin.dispose()
 
-    def _restore(self, standard: "Standard") -> None:
+    def _restore(self, standard: Standard) -> None:
         with self.own.connect() as conn:
             counters = self._counters(conn)
             changed = [t for t in standard.tables if self._rows(conn, t) != standard.rows[t.name]
@@ -150,12 +151,12 @@ class ServerDatabase:
                     conn.execute(table.insert(), [dict(zip(table.columns.keys(), row))
                                                   for row in standard.rows[table.name]])
 
-    def _rows(self, conn, table: Table) -> list[tuple]:  # noqa: ANN001
+    def _rows(self, conn, table: Table) -> list[tuple]:
         """Its rows when it has a few (the first state has only a handful), else a marker that it has many."""
         found = conn.execute(table.select().limit(20)).all()
         return sorted((tuple(r) for r in found), key=repr) if len(found) < 20 else [("many",)]
 
-    def _counters(self, conn) -> dict[str, Any]:  # noqa: ANN001
+    def _counters(self, conn) -> dict[str, Any]:
         """PostgreSQL: each sequence's (last value, called); MariaDB: each table's next AUTO_INCREMENT."""
         if self.postgres:
             names = conn.execute(text("SELECT relname FROM pg_class WHERE relkind = 'S' "
@@ -169,7 +170,7 @@ class ServerDatabase:
                                   "WHERE TABLE_SCHEMA = DATABASE()"))
         return {name: value for name, value in found}
 
-    def _table_names(self, conn) -> list[str]:  # noqa: ANN001
+    def _table_names(self, conn) -> list[str]:
         if self.postgres:
             query = "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
         else:

@@ -11,12 +11,13 @@ application deleting rows from a second connection while a job runs.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from sqlalchemy import Table, bindparam, insert, literal, select, union_all
 
 
-def numbers(n: int):  # noqa: ANN201 - a Select
+def numbers(n: int):
     """SELECT i FROM 0..n-1, as a cross join of ten-row digit lists."""
     width = max(1, len(str(max(n - 1, 0))))
     digits = union_all(*[select(literal(d).label("d")) for d in range(10)])
@@ -29,7 +30,7 @@ def numbers(n: int):  # noqa: ANN201 - a Select
     return query.where(i < n)
 
 
-def fill(conn, table: Table, n: int, **values: Any) -> None:  # noqa: ANN001
+def fill(conn, table: Table, n: int, **values: Any) -> None:
     """n rows whose columns hold the given values: constants (typed as the table's columns), or
     callables of the row number i (0..n-1) returning an SQL expression, for unique columns."""
     if n <= 0:
@@ -41,7 +42,7 @@ def fill(conn, table: Table, n: int, **values: Any) -> None:  # noqa: ANN001
     conn.execute(insert(table).from_select(list(values), select(*columns).select_from(rows)))
 
 
-def text_of(prefix: str):  # noqa: ANN201
+def text_of(prefix: str):
     """For fill: the text prefix || i (unique per row)."""
     from sqlalchemy import String, cast
 
@@ -63,7 +64,7 @@ class RowsPerTransaction:
         self.committed: list[int] = []
         self._open: dict[int, list[int]] = defaultdict(lambda: [0])
 
-    def __enter__(self) -> "RowsPerTransaction":
+    def __enter__(self) -> RowsPerTransaction:
         from sqlalchemy import event
         from sqlalchemy.engine import Engine
 
@@ -87,11 +88,11 @@ class RowsPerTransaction:
         yield "rollback_savepoint", self._rollback_savepoint
         yield "release_savepoint", self._release_savepoint
 
-    def _before(self, conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+    def _before(self, conn, cursor, statement, parameters, context, executemany) -> None:
         if conn.dialect.name == "postgresql" and self._writes.search(statement):
             self._changes_before = self._changes_so_far(conn)
 
-    def _executed(self, conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+    def _executed(self, conn, cursor, statement, parameters, context, executemany) -> None:
         if not self._writes.search(statement):
             return
         if conn.dialect.name == "postgresql":  # a DELETE inside WITH returns its own rows, not a row count
@@ -100,30 +101,30 @@ class RowsPerTransaction:
             changed = max(cursor.rowcount, 0)
         self._open[id(conn)][-1] += changed
 
-    def _changes_so_far(self, conn) -> int:  # noqa: ANN001
+    def _changes_so_far(self, conn) -> int:
         """PostgreSQL: the rows this transaction deleted or updated in the table so far (the server's count)."""
         cursor = conn.connection.dbapi_connection.cursor()
         cursor.execute("SELECT coalesce(sum(n_tup_del + n_tup_upd), 0) FROM pg_stat_xact_user_tables "
                        "WHERE relname = %s", (self.table,))
         return int(cursor.fetchone()[0])
 
-    def _commit(self, conn) -> None:  # noqa: ANN001
+    def _commit(self, conn) -> None:
         stack = self._open.pop(id(conn), [0])
         if sum(stack):
             self.committed.append(sum(stack))
 
-    def _rollback(self, conn) -> None:  # noqa: ANN001
+    def _rollback(self, conn) -> None:
         self._open.pop(id(conn), None)
 
-    def _savepoint(self, conn, name) -> None:  # noqa: ANN001
+    def _savepoint(self, conn, name) -> None:
         self._open[id(conn)].append(0)
 
-    def _rollback_savepoint(self, conn, name, context) -> None:  # noqa: ANN001
+    def _rollback_savepoint(self, conn, name, context) -> None:
         stack = self._open[id(conn)]
         if len(stack) > 1:
             stack.pop()
 
-    def _release_savepoint(self, conn, name, context) -> None:  # noqa: ANN001
+    def _release_savepoint(self, conn, name, context) -> None:
         stack = self._open[id(conn)]
         if len(stack) > 1:
             inner = stack.pop()
@@ -149,7 +150,7 @@ class Vanish:
         self.deleted = 0
         self.sqlite = self.engine.dialect.name == "sqlite"
 
-    def __enter__(self) -> "Vanish":
+    def __enter__(self) -> Vanish:
         from sqlalchemy import event
         from sqlalchemy.engine import Engine
 
@@ -166,11 +167,11 @@ class Vanish:
     def _event(self) -> tuple[str, Any]:
         return ("engine_connect", self._connected) if self.sqlite else ("before_cursor_execute", self._executing)
 
-    def _connected(self, conn) -> None:  # noqa: ANN001
+    def _connected(self, conn) -> None:
         if conn.engine is not self.engine:
             self._tick()
 
-    def _executing(self, conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+    def _executing(self, conn, cursor, statement, parameters, context, executemany) -> None:
         text = statement.lstrip().upper()
         if conn.engine is not self.engine and text.startswith(("SELECT", "WITH")) and "LIMIT" in text \
                 and self.table.name.upper() in text:

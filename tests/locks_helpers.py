@@ -30,7 +30,7 @@ def url_for(request: pytest.FixtureRequest, database: str) -> str:
     return request.getfixturevalue(URL_FIXTURE[database])
 
 
-def build_backend(url: str, backend: str, lock_dir: Path, ttl: str = "3s"):  # noqa: ANN201
+def build_backend(url: str, backend: str, lock_dir: Path, ttl: str = "3s"):
     from jobs import config as config_mod
     from jobs.db import make_engine
     from jobs.locks import backend_for

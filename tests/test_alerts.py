@@ -88,7 +88,7 @@ def test_the_dashboard_is_an_importable_grafana_model():
     assert len(ids) == len(set(ids))
     for panel in dashboard["panels"]:
         grid = panel["gridPos"]
-        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24 and grid["h"] > 0
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24 and grid["h"] > 0
         for target in panel.get("targets", []):
             assert target["datasource"]["uid"] == "${DS_PROMETHEUS}" and target["expr"].strip()
 

@@ -15,7 +15,7 @@ import time_machine
 T0 = datetime(2026, 5, 4, 3, 0, tzinfo=timezone.utc)
 
 
-def at(when: datetime):  # noqa: ANN201
+def at(when: datetime):
     return time_machine.travel(when, tick=False)
 
 
@@ -104,7 +104,7 @@ def test_json_prints_exactly_one_object(workspace, cli):
     assert report["status"] == "succeeded" and report["exit_code"] == 0 and report["run_id"] == 1
 
 
-def _in_terminal(ws, *args: str) -> str:  # noqa: ANN001
+def _in_terminal(ws, *args: str) -> str:
     """Run the CLI with stdout and stderr on a pseudo-terminal, as a person at a shell would."""
     controller, terminal = pty.openpty()
     env = ws.env(COLUMNS="160", TERM="xterm")
@@ -190,11 +190,12 @@ def test_unlock_breaks_no_session_or_file_lock_and_names_a_live_holder(workspace
 
 
 def test_check_flags_a_run_stuck_in_running_long_past_its_timeout(workspace, cli, engine):
-    from jobs import tracking
-    from jobs.registry import builtin_specs
     import tomllib
+
     from jobs import config as config_mod
+    from jobs import tracking
     from jobs.outcome import Trigger
+    from jobs.registry import builtin_specs
 
     cfg = config_mod.load(tomllib.loads('[jobs.refresh-token-cleanup]\ntimeout = "10m"\n'), builtin_specs(),
                           database_url=workspace.db_url)

@@ -48,7 +48,7 @@ BAD_CONFIGS = [
 ]
 
 
-def _fingerprint(ws, engine) -> tuple:  # noqa: ANN001
+def _fingerprint(ws, engine) -> tuple:
     with engine.connect() as conn:
         counts = (conn.execute(select(func.count()).select_from(executions)).scalar(),
                   conn.execute(select(func.count()).select_from(runs)).scalar())

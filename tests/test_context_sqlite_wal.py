@@ -14,15 +14,16 @@ from jobs.context import SQLITE_CHECKPOINT_EVERY, JobContext
 from jobs.db import make_engine
 from jobs.signals import StopFlag
 
-def _context(engine) -> JobContext:  # noqa: ANN001
+
+def _context(engine) -> JobContext:
     return JobContext(job="wal-test", run_id=1, now=datetime.now(timezone.utc), engine=engine,
                       log=logging.LoggerAdapter(logging.getLogger("wal-test"), {}), retry=RetryPolicy(),
                       stop=StopFlag(), held=None)
 
-def _autocheckpoint(conn) -> int:  # noqa: ANN001
+def _autocheckpoint(conn) -> int:
     return conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
 
-def _write(conn, n: int) -> int:  # noqa: ANN001
+def _write(conn, n: int) -> int:
     conn.execute(text("INSERT INTO t (v) VALUES (:v)"), [{"v": "x" * 500} for _ in range(n)])
     return _autocheckpoint(conn)
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 LEASE_TTL = 3.0
 
 
-def _wait_for(predicate, timeout: float, step: float = 0.05) -> bool:  # noqa: ANN001
+def _wait_for(predicate, timeout: float, step: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -26,7 +26,7 @@ def _wait_for(predicate, timeout: float, step: float = 0.05) -> bool:  # noqa: A
     return False
 
 
-def _running(engine) -> bool:  # noqa: ANN001
+def _running(engine) -> bool:
     with engine.connect() as conn:
         try:
             return conn.execute(text("SELECT count(*) FROM side_effects WHERE event = 'batch'")).scalar() > 0

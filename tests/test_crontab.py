@@ -183,7 +183,7 @@ def test_sub_minute_job_runs_on_every_slot_of_its_period_within_the_minute():
 
 
 @pytest.fixture
-def recording_cronwarden(tmp_path):  # noqa: ANN001, ANN201
+def recording_cronwarden(tmp_path):
     """A `cronwarden` on PATH that appends `<epoch seconds> <args>` per call; SLOW_FIRST=2 makes the first slow."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

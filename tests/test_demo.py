@@ -15,7 +15,7 @@ from tests.conftest import REPO
 CONFIG = "cronwarden-demo/cronwarden.toml"
 
 
-def _run(tmp_path, *args: str) -> subprocess.CompletedProcess:  # noqa: ANN001
+def _run(tmp_path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRONWARDEN_")}
     env.update(PYTHONPATH=str(REPO), NO_COLOR="1")
     return subprocess.run([sys.executable, "-m", "cli", *args], cwd=tmp_path, env=env,

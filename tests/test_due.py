@@ -21,7 +21,7 @@ DAY0 = datetime(2026, 3, 2, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def make_app(engine, db_url, tmp_path):  # noqa: ANN001
+def make_app(engine, db_url, tmp_path):
     apps = []
 
     def make(toml: str = "") -> App:

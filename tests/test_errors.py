@@ -65,7 +65,7 @@ def test_failure_is_one_log_line_with_job_and_run_id(plugin_workspace):
 
 
 @pytest.fixture
-def pg_with_password(pg_url):  # noqa: ANN001
+def pg_with_password(pg_url):
     """The same server (trust auth ignores the password), reached through a URL carrying one."""
     return pg_url.replace("postgres@", f"postgres:{MARKER}@")
 

@@ -27,10 +27,10 @@ class _LosingLock:
     def __init__(self) -> None:
         self.batches = 0
 
-    def try_acquire(self, job: str, ttl: timedelta) -> "_LosingLock":
+    def try_acquire(self, job: str, ttl: timedelta) -> _LosingLock:
         return self
 
-    def verify(self, conn) -> None:  # noqa: ANN001
+    def verify(self, conn) -> None:
         self.batches += 1
         if self.batches > 1:
             raise LeaseLost("lost the lease on test-lost (taken by another host)")
@@ -42,16 +42,15 @@ class _LosingLock:
         pass
 
 
-def _two_batches(ctx, settings) -> None:  # noqa: ANN001
+def _two_batches(ctx, settings) -> None:
     ctx.in_transaction(lambda conn: None, tally=lambda _: {"done": 1})
     ctx.in_transaction(lambda conn: None, tally=lambda _: {"done": 1})
 
 
 def test_a_lost_lock_is_recorded_failed_by_the_runner_and_a_lost_claim_by_the_worker_alike(sqlite_url, tmp_path):
     from jobs.db import make_engine
-    from jobs.queue import enqueue
+    from jobs.queue import claiming, enqueue
     from jobs.queue import models as qm
-    from jobs.queue import claiming
     from jobs.queue.worker import DEFAULT_CLAIM, Worker, work
     from jobs.runner import run_job
     from jobs.schema import upgrade
@@ -97,7 +96,7 @@ def test_a_lost_lock_is_recorded_failed_by_the_runner_and_a_lost_claim_by_the_wo
     (PermanentError("no"), RunStatus.FAILED, {"permanent": True}),
     (ValueError("bug"), RunStatus.FAILED, {}),
 ])
-def test_every_way_a_run_ends_maps_to_one_status_and_its_flags(exc, status, flags):  # noqa: ANN001
+def test_every_way_a_run_ends_maps_to_one_status_and_its_flags(exc, status, flags):
     ending = classify(exc, timedelta(minutes=5))
     assert ending.status is status
     for flag in ("signal", "lost", "temporary", "permanent"):

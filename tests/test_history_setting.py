@@ -20,11 +20,11 @@ JOB = "refresh-token-cleanup"
 T0 = datetime(2026, 5, 1, 3, 0, tzinfo=timezone.utc)
 
 
-def _runs(cli, ws) -> list[dict]:  # noqa: ANN001
+def _runs(cli, ws) -> list[dict]:
     return json.loads(cli(ws, "history", JOB, "--json").stdout)["runs"]
 
 
-def _state(cli, ws) -> dict:  # noqa: ANN001
+def _state(cli, ws) -> dict:
     return {j["name"]: j for j in json.loads(cli(ws, "status", "--json").stdout)["jobs"]}[JOB]
 
 

@@ -19,7 +19,7 @@ from jobs.host_loss import HostLossBounds
 SHORT = HostLossBounds(8)  # idle_in_transaction / wait_timeout 4 s, lock pings every 1.3 s
 
 
-def _config(url: str, bound: str, tmp_path):  # noqa: ANN001, ANN202
+def _config(url: str, bound: str, tmp_path):
     from jobs import config as config_mod
     from jobs.registry import builtin_specs
 
@@ -27,7 +27,7 @@ def _config(url: str, bound: str, tmp_path):  # noqa: ANN001, ANN202
     return config_mod.load(raw, builtin_specs(), environ={"CRONWARDEN_LOCK_DIR": str(tmp_path)}, database_url=url)
 
 
-def _engine(url: str, bounds: HostLossBounds = SHORT):  # noqa: ANN202
+def _engine(url: str, bounds: HostLossBounds = SHORT):
     from jobs.db import make_engine
     from jobs.schema import upgrade
 
@@ -37,7 +37,7 @@ def _engine(url: str, bounds: HostLossBounds = SHORT):  # noqa: ANN202
 
 
 @pytest.fixture
-def pg_role_url(pg_url: str):  # noqa: ANN201
+def pg_role_url(pg_url: str):
     """The test database through a freshly created role without superuser rights."""
     role = f"cw_role_{uuid.uuid4().hex[:8]}"
     admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-
-import pytest
 from datetime import datetime
 
+import pytest
 from sqlalchemy.engine import make_url
 
 from cli.logs import JsonFormatter

@@ -16,9 +16,10 @@ import signal
 import subprocess
 import time
 import tomllib
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import kubernetes_validate
@@ -26,8 +27,13 @@ import pytest
 import yaml
 from cronsim import CronSim
 
-from tests.command_lines import global_options_and_command, help_exit_code, real_commands, recurring_jobs, \
-    shell_invocations
+from tests.command_lines import (
+    global_options_and_command,
+    help_exit_code,
+    real_commands,
+    recurring_jobs,
+    shell_invocations,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 K8S = REPO / "k8s-cronjobs"
@@ -137,7 +143,7 @@ def _config_text() -> str:
     return configmap["data"]["cronwarden.toml"]
 
 
-def _config():  # noqa: ANN202 - jobs.config.Config
+def _config():
     from jobs.config import load
     from jobs.registry import builtin_specs
 
@@ -446,7 +452,7 @@ def _calls(fake: dict[str, str]) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def _wait_for(condition, what: str) -> None:  # noqa: ANN001
+def _wait_for(condition, what: str) -> None:
     deadline = time.monotonic() + 30
     while not condition():
         assert time.monotonic() < deadline, f"never happened: {what}"

@@ -14,7 +14,7 @@ TTL = timedelta(seconds=3)
 
 
 @pytest.fixture(params=PAIRS, ids=pair_id)
-def backends(request, tmp_path):  # noqa: ANN001, ANN201
+def backends(request, tmp_path):
     """Two independent instances of one backend (two 'processes'), on their own engines."""
     database, backend = request.param
     url = url_for(request, database)
@@ -67,7 +67,7 @@ def test_a_held_lock_verifies_inside_a_transaction(backends):
 
 
 @pytest.fixture(params=[p for p in PAIRS if p[1] == "lease"], ids=pair_id)
-def leases(request, tmp_path):  # noqa: ANN001, ANN201
+def leases(request, tmp_path):
     database, backend = request.param
     url = url_for(request, database)
     first, e1 = build_backend(url, backend, tmp_path / "locks", ttl="2s")

@@ -34,7 +34,7 @@ def value(parsed: dict, name: str, **labels: str) -> float:
     return parsed[name][tuple(sorted({"job_name": JOB, **labels}.items()))]
 
 
-def _insert_expired_tokens(engine, n: int) -> None:  # noqa: ANN001
+def _insert_expired_tokens(engine, n: int) -> None:
     tokens = ref("refresh_tokens", times=("expires_at", "created_at"), others=("user_id", "token_hash"))
     with engine.begin() as conn:
         conn.execute(insert(tokens), [{"user_id": 1, "token_hash": f"h{i}", "expires_at": T0 - timedelta(days=30),

@@ -21,11 +21,11 @@ grace = "1h"
 """
 
 
-def at(when: datetime):  # noqa: ANN201
+def at(when: datetime):
     return time_machine.travel(when, tick=False)
 
 
-def states(cli, ws) -> dict[str, dict]:  # noqa: ANN001
+def states(cli, ws) -> dict[str, dict]:
     report = json.loads(cli(ws, "check", "--json").stdout)
     return {j["job"]: j for j in report["jobs"]}
 

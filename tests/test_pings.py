@@ -6,10 +6,10 @@ import socket
 import threading
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 from jobs.observe.pings import PingObserver, ping_url
@@ -56,7 +56,7 @@ def http_recorder(status: int = 200) -> Iterator[Recorder]:
 
         do_GET = do_POST = do_PUT = _handle
 
-        def log_message(self, *args) -> None:  # noqa: ANN002
+        def log_message(self, *args) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -166,7 +166,7 @@ def test_hanging_monitor_costs_at_most_the_configured_budget(sqlite_workspace, c
     waits: dict[str, list[float]] = {}
     real_urlopen = urllib.request.urlopen
 
-    def recording_urlopen(request, timeout):  # noqa: ANN001, ANN202
+    def recording_urlopen(request, timeout):
         waits.setdefault(urlsplit(request.full_url).path, []).append(timeout)
         return real_urlopen(request, timeout=timeout)
 

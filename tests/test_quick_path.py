@@ -50,7 +50,7 @@ STATES = {
 CASES = [(state, db) for state, (dbs, _) in STATES.items() for db in dbs]
 
 
-def _engine(url: str):  # noqa: ANN202
+def _engine(url: str):
     from jobs.db import make_engine
 
     return make_engine(url)
@@ -102,7 +102,8 @@ def _prepare(ws: Workspace, state: str, db: str, run_due: bool = False) -> None:
             conn.execute(update(executions).values(schedule_slot_at=now - timedelta(days=3), consecutive_failures=1,
                                                    next_retry_at=now + timedelta(hours=1)))
     if state == "abandoned":
-        from jobs import config as config_mod, tracking
+        from jobs import config as config_mod
+        from jobs import tracking
         from jobs.outcome import Trigger
         from jobs.registry import builtin_specs
 
@@ -111,7 +112,7 @@ def _prepare(ws: Workspace, state: str, db: str, run_due: bool = False) -> None:
     eng.dispose()
 
 
-def _hold_lock(ws: Workspace, state: str):  # noqa: ANN202
+def _hold_lock(ws: Workspace, state: str):
     """Another process's lock, as the job's own backend takes it (this test process stands in for it)."""
     if state not in ("locked", "locked_lease"):
         return None
@@ -238,7 +239,7 @@ def test_quick_column_list_matches_the_tracking_table() -> None:
     from jobs.due import EXECUTION_COLUMNS
     from jobs.models import executions
 
-    assert EXECUTION_COLUMNS == tuple(c.name for c in executions.columns)
+    assert tuple(c.name for c in executions.columns) == EXECUTION_COLUMNS
 
 
 @pytest.mark.parametrize("url", ["sqlite:///cronwarden.db", "sqlite:////var/lib/cw/x.db",

@@ -47,7 +47,7 @@ def myapp(tmp_path: Path) -> Path:
     return site
 
 
-def _table():  # noqa: ANN202
+def _table():
     from sqlalchemy import Column, DateTime, Index, Integer, MetaData, Table
 
     return Table("sessions", MetaData(), Column("id", Integer, primary_key=True),

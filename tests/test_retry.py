@@ -12,7 +12,7 @@ from jobs import retry
 from jobs.config import RetryPolicy
 
 
-def _slow_failure(attempt_seconds: float, starts: list[float]):  # noqa: ANN202
+def _slow_failure(attempt_seconds: float, starts: list[float]):
     def attempt() -> None:
         starts.append(time.monotonic())
         time.sleep(attempt_seconds)

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 
-def _report(result) -> dict:  # noqa: ANN001
+def _report(result) -> dict:
     return json.loads(result.stdout)
 
 

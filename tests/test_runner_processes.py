@@ -18,7 +18,7 @@ from tests.app_data import add_tokens, count_tokens
 pytestmark = pytest.mark.slow
 
 
-def _history(ws) -> list[dict]:  # noqa: ANN001
+def _history(ws) -> list[dict]:
     return json.loads(ws.run("history", "--json").stdout)["runs"]
 
 
@@ -48,7 +48,7 @@ def test_sixteen_concurrent_ticks_make_exactly_one_run_and_no_loser_waits(worksp
     assert count_tokens(engine, "old") == 0 and count_tokens(engine, "new") == 100
 
 
-def _start_slow_cleanup(workspace, engine):  # noqa: ANN001, ANN202
+def _start_slow_cleanup(workspace, engine):
     add_tokens(engine, utcnow(), expired=4000, fresh=300)
     workspace.write_config('[jobs.refresh-token-cleanup]\nbatch_size = 1\n')
     proc = workspace.popen("refresh-token-cleanup", "--force")

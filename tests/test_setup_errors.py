@@ -26,7 +26,7 @@ def tables(url: str) -> set[str]:
         eng.dispose()
 
 
-def bare(tmp_path, url: str = "sqlite:///cronwarden.db") -> Workspace:  # noqa: ANN001
+def bare(tmp_path, url: str = "sqlite:///cronwarden.db") -> Workspace:
     """An empty working directory, as in `cd "$(mktemp -d)"`; its (empty) config file lives outside it."""
     (tmp_path / "cwd").mkdir()
     (tmp_path / "cronwarden.toml").write_text("")
@@ -35,7 +35,7 @@ def bare(tmp_path, url: str = "sqlite:///cronwarden.db") -> Workspace:  # noqa: 
     return ws
 
 
-def one_line(result) -> str:  # noqa: ANN001
+def one_line(result) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     return lines[0]
@@ -79,7 +79,7 @@ def test_the_password_in_a_database_url_is_masked_in_the_setup_line(tmp_path, cl
 
 
 @pytest.fixture(params=["pg_url", "mysql_url"])
-def server_url(request) -> str:  # noqa: ANN001
+def server_url(request) -> str:
     return request.getfixturevalue(request.param)
 
 

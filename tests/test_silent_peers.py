@@ -10,8 +10,8 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import pytest
 
@@ -25,7 +25,7 @@ DATABASES = {
 }
 
 
-def _timed(ws, *args: str, env: dict | None = None, timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:  # noqa: ANN001
+def _timed(ws, *args: str, env: dict | None = None, timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:
     started = time.monotonic()
     result = ws.run(*args, env=env, timeout=timeout)
     return result, time.monotonic() - started

@@ -26,7 +26,7 @@ def _sync(url: str) -> str:
     return url.replace("postgresql://", "postgresql+psycopg://")
 
 
-def _side_effects(engine) -> list[tuple[str, int]]:  # noqa: ANN001
+def _side_effects(engine) -> list[tuple[str, int]]:
     with engine.connect() as conn:
         try:
             return [tuple(r) for r in conn.execute(text("SELECT event, pid FROM side_effects ORDER BY id"))]
@@ -34,7 +34,7 @@ def _side_effects(engine) -> list[tuple[str, int]]:  # noqa: ANN001
             return []
 
 
-def _wait_for_batch(engine, proc, timeout: float = 60) -> None:  # noqa: ANN001
+def _wait_for_batch(engine, proc, timeout: float = 60) -> None:
     """Until the run has committed a batch and has run for longer than its retry delay."""
     deadline = time.monotonic() + timeout
     while not any(event == "batch" for event, _ in _side_effects(engine)):
@@ -79,7 +79,7 @@ def test_two_hosts_whose_file_locks_do_not_see_each_other_run_the_slot_once(tmp_
         engine.dispose()
 
 
-def _live_claim(engine, job: str, slot: datetime, now: datetime) -> int:  # noqa: ANN001
+def _live_claim(engine, job: str, slot: datetime, now: datetime) -> int:
     """A scheduled run of `job` that holds `slot` and is still running (another host's, as the database sees it)."""
     from jobs import tracking
     from jobs.outcome import Trigger
@@ -129,8 +129,8 @@ def test_a_failed_run_releases_its_slot_and_the_retry_of_that_slot_succeeds(plug
 def test_an_abandoned_runs_slot_is_released_only_after_the_host_loss_bound(engine):
     from jobs import tracking
     from jobs.config import load
-    from jobs.outcome import Trigger
     from jobs.models import slots
+    from jobs.outcome import Trigger
     from jobs.registry import builtin_specs
     from jobs.slots import SlotTaken
 

@@ -31,14 +31,14 @@ print(json.dumps({"code": code, "otel": any(m == "opentelemetry" or m.startswith
 """
 
 
-def _app(ws, observer, toml: str = "") -> App:  # noqa: ANN001
+def _app(ws, observer, toml: str = "") -> App:
     config = config_mod.load(tomllib.loads(toml), builtin_specs(), environ=ws.env(), database_url=ws.db_url)
     app = App(config)
     app.observers.append(observer)
     return app
 
 
-def _probe(ws, *args: str, **env: str) -> dict:  # noqa: ANN001
+def _probe(ws, *args: str, **env: str) -> dict:
     """The real CLI in a fresh interpreter: its exit code and whether any opentelemetry module got imported."""
     clean = {k: v for k, v in ws.env(**env).items() if not k.startswith("OTEL_") or k in env}
     done = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=ws.path, env=clean, capture_output=True,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from cronwarden import ConfigError, JobContext, JobSpec, PermanentError, Secret, identifier, setting
 
@@ -89,7 +90,7 @@ def run(ctx: JobContext, s: Settings) -> None:
     ctx.log.info("created the administrator %r", s.username)
 
 
-def _present(conn, users, username: str) -> str | None:  # noqa: ANN001
+def _present(conn: Any, users: Any, username: str) -> str | None:
     """What already stands in the way: an administrator (by name), else None.
 
     A non-administrator holding the username is an error, never promoted.
@@ -105,7 +106,7 @@ def _present(conn, users, username: str) -> str | None:  # noqa: ANN001
     return None
 
 
-def _create(conn, users, s: Settings, password_hash: str, now: datetime) -> str | None:  # noqa: ANN001
+def _create(conn: Any, users: Any, s: Settings, password_hash: str, now: datetime) -> str | None:
     """Insert the administrator unless one appeared meanwhile (re-checked in this transaction)."""
     from sqlalchemy import insert
 

@@ -164,14 +164,15 @@ def run(ctx: JobContext, s: Settings) -> None:
             _deliver(ctx, s, held, transport, sender, recorder)
     finally:
         unused = claims.close()
-        for row in unused.rows if unused is not None else ():
-            recorder.put([_outcome(unused, row, "pending", row.attempts, row.next_attempt_at, row.last_error)])
+        if unused is not None:
+            for row in unused.rows:
+                recorder.put([_outcome(unused, row, "pending", row.attempts, row.next_attempt_at, row.last_error)])
         transport.close()
         recorder.close()
 
 
-def _deliver(ctx: JobContext, s: Settings, held: Claim, transport: Any, sender: "Sender",
-             recorder: "GroupRecorder") -> None:
+def _deliver(ctx: JobContext, s: Settings, held: Claim, transport: Any, sender: Sender,
+             recorder: GroupRecorder) -> None:
     """Send one claim's rows in order; whatever is not sent when this returns or raises goes back to pending."""
     from .mail_transport import Deferred, Refused, Rejected, Unavailable
 
@@ -208,7 +209,7 @@ def _deliver(ctx: JobContext, s: Settings, held: Claim, transport: Any, sender: 
             recorder.put([_outcome(held, row, "pending", row.attempts, row.next_attempt_at, row.last_error)])
 
 
-def _compose(row: Any, s: Settings, sender: "Sender", held: Claim) -> "Message":
+def _compose(row: Any, s: Settings, sender: Sender, held: Claim) -> Message:
     """The row's message; a row that cannot become one (NULL columns, say) fails alone, never the queue."""
     from .mail_transport import Rejected, compose
 
@@ -223,7 +224,7 @@ def _compose(row: Any, s: Settings, sender: "Sender", held: Claim) -> "Message":
 
 
 def _retry_later(ctx: JobContext, s: Settings, held: Claim, row: Any, error: str,
-                 recorder: "GroupRecorder") -> None:
+                 recorder: GroupRecorder) -> None:
     attempts = row.attempts + 1
     if attempts >= s.max_attempts:
         _record(ctx, recorder, _outcome(held, row, "failed", attempts, row.next_attempt_at,
@@ -238,12 +239,12 @@ def _outcome(held: Claim, row: Any, status: str, attempts: int, next_attempt_at:
     return Outcome(row.id, held.by, held.at, status, attempts, next_attempt_at, last_error, sent_at)
 
 
-def _record(ctx: JobContext, recorder: "GroupRecorder", outcome: Outcome, counter: str) -> None:
+def _record(ctx: JobContext, recorder: GroupRecorder, outcome: Outcome, counter: str) -> None:
     recorder.put([outcome])
     ctx.count(counter)
 
 
-def _transport(s: Settings, sender: "Sender") -> Any:
+def _transport(s: Settings, sender: Sender) -> Any:
     from .mail_transport import FileTransport, SmtpTransport
 
     if s.transport == "file":
@@ -253,7 +254,7 @@ def _transport(s: Settings, sender: "Sender") -> Any:
                          timeout=s.smtp_timeout.total_seconds(), sender=sender)
 
 
-def _preview(ctx: JobContext, s: Settings, q: "TableClause") -> None:
+def _preview(ctx: JobContext, s: Settings, q: TableClause) -> None:
     """Dry run: count what a run would send now (reclaims included); no claim, no connection."""
     from sqlalchemy import func, select
 

@@ -6,9 +6,10 @@ module holds the SQL, so the sender reads as the delivery loop it is.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -35,13 +36,13 @@ _OTHERS = ("id", "to_address", "subject", "body", "status", "attempts", "last_er
 QUEUE_COLUMNS = _OTHERS + _TIMES
 
 
-def queue_table(name: str) -> "TableClause":
+def queue_table(name: str) -> TableClause:
     from cronwarden import ref
 
     return ref(name, times=_TIMES, others=_OTHERS)
 
 
-def claimable(q: "TableClause", now: datetime, stale_before: datetime):  # noqa: ANN201 - a SQL expression
+def claimable(q: TableClause, now: datetime, stale_before: datetime) -> Any:  # a SQL condition
     """Due pending rows, and rows left `sending` by a sender presumed dead."""
     from sqlalchemy import and_, or_
 
@@ -51,7 +52,7 @@ def claimable(q: "TableClause", now: datetime, stale_before: datetime):  # noqa:
     return or_(due, stale)
 
 
-def claim(conn: "Connection", q: "TableClause", dialect: str, *, by: str, now: datetime, limit: int,
+def claim(conn: Connection, q: TableClause, dialect: str, *, by: str, now: datetime, limit: int,
           stale_before: datetime) -> Claim:
     """Claim up to `limit` rows, oldest first: due pending rows and rows whose sender died.
 
@@ -99,7 +100,7 @@ class Outcome:
                 "b_attempts": self.attempts, "b_next": self.next_attempt_at, "b_error": self.last_error}
 
 
-def write_outcomes(conn: "Connection", q: "TableClause", outcomes: Sequence[Outcome]) -> None:
+def write_outcomes(conn: Connection, q: TableClause, outcomes: Sequence[Outcome]) -> None:
     """Write outcomes, only to rows still claimed by the same claim (a row reclaimed by another
     process is left alone). Sent rows, the common case, take one UPDATE per claim (sent_at: the
     latest acceptance among them); the others one executemany."""
@@ -114,7 +115,8 @@ def write_outcomes(conn: "Connection", q: "TableClause", outcomes: Sequence[Outc
         conn.execute(update(q)
                      .where(c.id.in_([o.row_id for o in group]), c.status == "sending", c.claimed_by == by,
                             c.claimed_at == claimed_at)
-                     .values(status="sent", attempts=c.attempts + 1, sent_at=max(o.sent_at for o in group)))
+                     .values(status="sent", attempts=c.attempts + 1,
+                             sent_at=max(o.sent_at for o in group if o.sent_at is not None)))
     others = [o.params() for o in outcomes if o.status != "sent"]
     if others:
         conn.execute(update(q)

@@ -40,7 +40,7 @@ class RecentFailures:
     newest_error: str | None
 
 
-def exists(engine: "Engine", table: str) -> bool:
+def exists(engine: Engine, table: str) -> bool:
     """Whether the queue table is there (a deployment without it has nothing to report)."""
     from sqlalchemy import inspect
 
@@ -48,15 +48,15 @@ def exists(engine: "Engine", table: str) -> bool:
     return inspect(engine).has_table(bare, schema=schema or None)
 
 
-def _last_attempt(q):  # noqa: ANN001, ANN202 - a SQL expression
+def _last_attempt(q: Any):  # a SQL expression
     return func.coalesce(q.c.claimed_at, q.c.created_at)
 
 
-def backlog(engine: "Engine", table: str, now: datetime) -> Backlog:
+def backlog(engine: Engine, table: str, now: datetime) -> Backlog:
     """Pending, sending and failed counts (through the status index) and the age of the oldest unsent email."""
     q = queue_table(table)
     with engine.connect() as conn:
-        counts = dict(conn.execute(select(q.c.status, func.count()).where(q.c.status.in_(WAITING))
+        counts: dict[str, int] = dict(conn.execute(select(q.c.status, func.count()).where(q.c.status.in_(WAITING))
                                    .group_by(q.c.status)).all())
         oldest = conn.execute(select(func.min(q.c.created_at))
                               .where(q.c.status.in_(("pending", "sending")))).scalar()
@@ -64,7 +64,7 @@ def backlog(engine: "Engine", table: str, now: datetime) -> Backlog:
     return Backlog({status: int(counts.get(status, 0)) for status in WAITING}, age)
 
 
-def recent_failures(engine: "Engine", table: str, since: datetime) -> RecentFailures:
+def recent_failures(engine: Engine, table: str, since: datetime) -> RecentFailures:
     """Failed emails whose last attempt is at or after `since`."""
     q = queue_table(table)
     last = _last_attempt(q)
@@ -76,7 +76,7 @@ def recent_failures(engine: "Engine", table: str, since: datetime) -> RecentFail
     return RecentFailures(int(count), newest, error)
 
 
-def listing(engine: "Engine", table: str, status: str | None, limit: int) -> list["RowMapping"]:
+def listing(engine: Engine, table: str, status: str | None, limit: int) -> list[RowMapping]:
     """Emails newest first (without their bodies)."""
     q = queue_table(table)
     query = select(q.c.id, q.c.to_address, q.c.subject, q.c.status, q.c.attempts, q.c.created_at,
@@ -88,13 +88,13 @@ def listing(engine: "Engine", table: str, status: str | None, limit: int) -> lis
         return list(conn.execute(query).mappings().all())
 
 
-def status_of(engine: "Engine", table: str, email_id: int) -> str | None:
+def status_of(engine: Engine, table: str, email_id: int) -> str | None:
     q = queue_table(table)
     with engine.connect() as conn:
         return conn.execute(select(q.c.status).where(q.c.id == email_id)).scalar()
 
 
-def send_again(engine: "Engine", table: str, email_id: int | None) -> int:
+def send_again(engine: Engine, table: str, email_id: int | None) -> int:
     """Failed emails (one, or all with email_id None) back to `pending` with their attempts reset.
 
     The next email-queue run sends them; last_error keeps why they failed until then. Only `failed` rows
@@ -119,7 +119,7 @@ def email_queue(config: Any) -> Any:
     return job if job is not None and job.enabled else None
 
 
-def failed_alarm(config: Any, engine: "Engine", now: datetime) -> RecentFailures | None:
+def failed_alarm(config: Any, engine: Engine, now: datetime) -> RecentFailures | None:
     """What `check` reports: failed emails whose last attempt is within failed_alert_window, or None when
     the alarm is off (alert_on_failed = false, the job disabled, no table) or nothing failed recently.
 

@@ -58,7 +58,7 @@ def run(ctx: JobContext, s: Settings) -> None:
                    f"whose last login is at or before {cutoff.isoformat()}")
 
 
-def _batch(conn, users, s: Settings, cutoff: datetime, dry_run: bool, *, size: int,  # noqa: ANN001
+def _batch(conn: Any, users: Any, s: Settings, cutoff: datetime, dry_run: bool, *, size: int,
            after: Any) -> tuple[int, Any]:
     """Anonymize (or count) the rows due in the next key range of `size` rows; returns (rows, last key or None)."""
     from sqlalchemy import func, select, update

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from cronwarden import After, BatchSize, JobContext, JobSpec, PermanentError, identifier, oldest_first, setting
+from cronwarden import BatchSize, JobContext, JobSpec, PermanentError, identifier, oldest_first, setting
 
 TARGET_SECONDS = (0.1, 0.2)
 """A row batch faster than this range lets the next one grow, a slower one shrinks it."""

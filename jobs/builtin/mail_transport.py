@@ -69,7 +69,7 @@ class Sender:
     domain: str
 
     @classmethod
-    def parse(cls, from_address: str) -> "Sender":
+    def parse(cls, from_address: str) -> Sender:
         from email.utils import formataddr, parseaddr
 
         name, address = parseaddr(from_address)
@@ -185,7 +185,7 @@ class SmtpTransport:
         self._username, self._password, self._timeout = username, password, timeout
         self._sender = sender
         self._scrub = _Scrubber(username, password)
-        self._conn: "smtplib.SMTP | None" = None
+        self._conn: smtplib.SMTP | None = None
 
     @property
     def where(self) -> str:
@@ -223,7 +223,7 @@ class SmtpTransport:
         import smtplib
         import ssl
 
-        conn = None
+        conn: smtplib.SMTP | None = None
         try:
             if self._security == "tls":
                 conn = smtplib.SMTP_SSL(self._host, self._port, timeout=self._timeout,
@@ -247,7 +247,7 @@ class SmtpTransport:
             self._login(conn)
         self._conn = conn
 
-    def _login(self, conn: "smtplib.SMTP") -> None:
+    def _login(self, conn: smtplib.SMTP) -> None:
         """A refused login is configuration (Refused) unless the server says to try later (4xx)."""
         import smtplib
 
@@ -304,7 +304,7 @@ class SmtpTransport:
         self._conn = None
 
     @staticmethod
-    def _abandon(conn: "smtplib.SMTP | None") -> None:
+    def _abandon(conn: smtplib.SMTP | None) -> None:
         if conn is not None:
             conn.close()
 

@@ -124,7 +124,7 @@ def _choose_order(conn: Connection, tokens: TableClause, expires: ColumnElement,
     if dialect == "sqlite":
         pages = max(1, conn.exec_driver_sql("PRAGMA page_count").scalar() or 0)
         capped = select(literal(1)).where(expires < cutoff).limit(pages).subquery()
-        if conn.execute(select(func.count()).select_from(capped)).scalar() < pages:
+        if conn.execute(select(func.count()).select_from(capped)).scalar_one() < pages:
             return _Where("expiry")
         end = conn.execute(select(func.max(tokens.c.rowid))).scalar() or 0
         return _Where("rowid", after=0, end=end)
@@ -149,7 +149,7 @@ def _postgres_order(conn: Connection, tokens: TableClause, expires: ColumnElemen
         "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int, c.reltuples / greatest(c.relpages, 1) "
         "FROM pg_class c WHERE c.oid = CAST(:t AS regclass)"), {"t": name}).one()
     explain = text(f"EXPLAIN (FORMAT JSON) SELECT ctid FROM {name} WHERE {prep.quote(expires.name)} < :cutoff")
-    plan = conn.execute(explain.bindparams(bindparam("cutoff", cutoff, type_=expires.type))).scalar()
+    plan = conn.execute(explain.bindparams(bindparam("cutoff", cutoff, type_=expires.type))).scalar_one()
     node = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
     while "Scan" not in node["Node Type"] and node.get("Plans"):
         node = node["Plans"][0]

@@ -7,15 +7,18 @@ configured (`[locks] backend`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
-from typing import TYPE_CHECKING, Iterator, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from ..execution import owner_id
+from ..execution import owner_id as owner_id  # where lock callers have always found it
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from sqlalchemy.engine import Connection, Engine
 
     from ..config import Config
@@ -24,7 +27,7 @@ if TYPE_CHECKING:
 class Held(Protocol):
     """A lock this process holds."""
 
-    def verify(self, conn: "Connection") -> None:
+    def verify(self, conn: Connection) -> None:
         """Raise LeaseLost if the lock is no longer ours; called inside each batch before commit."""
 
     def check(self) -> None:
@@ -46,12 +49,14 @@ class Unlocked:
     note: str | None = None  # for NOT_LOCKED: why no lock of this backend can outlive its holder
 
 
-class LockBackend(Protocol):
-    name: str
-    crash_bound: str
-
+class Acquires(Protocol):
     def try_acquire(self, job: str, ttl: timedelta) -> Held | None:
         """Take the job's lock without waiting; None when another process holds it."""
+
+
+class LockBackend(Acquires, Protocol):
+    name: str
+    crash_bound: str
 
     def unlock(self, job: str, ttl: timedelta) -> Unlocked:
         """`cronwarden unlock`: end a stale holder's lock where this backend can outlive its holder."""
@@ -67,7 +72,7 @@ def probe_unlock(backend: LockBackend, job: str, ttl: timedelta) -> Unlocked:
     return Unlocked(Unlock.NOT_LOCKED, backend.crash_bound)
 
 
-def backend_name(config: "Config") -> str:
+def backend_name(config: Config) -> str:
     if config.locks.backend != "auto":
         return config.locks.backend
     from ..db import dialect_of
@@ -75,7 +80,7 @@ def backend_name(config: "Config") -> str:
     return {"sqlite": "file", "postgresql": "postgres", "mysql": "mysql"}.get(dialect_of(config.database_url), "lease")
 
 
-def backend_for(config: "Config", engine: "Engine") -> LockBackend:
+def backend_for(config: Config, engine: Engine) -> LockBackend:
     name = backend_name(config)
     if name == "file":
         from .file import FileLockBackend
@@ -94,7 +99,7 @@ def backend_for(config: "Config", engine: "Engine") -> LockBackend:
     return LeaseLockBackend(engine)
 
 
-def lock_directory(config: "Config"):  # noqa: ANN201
+def lock_directory(config: Config) -> Path:
     """[locks] directory or CRONWARDEN_LOCK_DIR; else `locks/` beside the SQLite file; else ./locks."""
     from pathlib import Path
 
@@ -107,7 +112,7 @@ def lock_directory(config: "Config"):  # noqa: ANN201
 
 
 @contextmanager
-def holding(backend: LockBackend, job: str, ttl: timedelta) -> Iterator[Held | None]:
+def holding(backend: Acquires, job: str, ttl: timedelta) -> Iterator[Held | None]:
     held = backend.try_acquire(job, ttl)
     try:
         yield held

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
 from . import Unlocked, probe_unlock
@@ -33,10 +34,10 @@ def held_elsewhere(directory: Path, job: str) -> bool:
 
 
 class _FileHeld:
-    def __init__(self, lock) -> None:  # noqa: ANN001
+    def __init__(self, lock: Any) -> None:
         self._lock = lock
 
-    def verify(self, conn) -> None:  # noqa: ANN001
+    def verify(self, conn: Any) -> None:
         """flock cannot be lost while the process lives."""
 
     def check(self) -> None:

@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from ..errors import LeaseLost
 from . import Unlock, Unlocked, owner_id
@@ -52,7 +53,7 @@ def trust_margin(ttl: timedelta) -> float:
 
 
 class _Lease:
-    def __init__(self, backend: "LeaseLockBackend", job: str, token: str, ttl: timedelta, asked: float) -> None:
+    def __init__(self, backend: LeaseLockBackend, job: str, token: str, ttl: timedelta, asked: float) -> None:
         self._backend = backend
         self.job = job
         self.token = token
@@ -103,7 +104,7 @@ class _Lease:
             raise LeaseLost(f"stepped down from the lease on {self.job}: it could not be renewed before its "
                             f"TTL ended, so another host may take it")
 
-    def verify(self, conn) -> None:  # noqa: ANN001
+    def verify(self, conn: Any) -> None:
         self.check()
         if not self._backend.owns(conn, self.job, self.token):
             self.lost = True
@@ -126,7 +127,7 @@ class LeaseLockBackend:
     name = "lease"
     crash_bound = "one lease TTL ([locks] lease_ttl, default host_loss_bound / 2 = 30 s) after the last renewal"
 
-    def __init__(self, engine) -> None:  # noqa: ANN001
+    def __init__(self, engine: Any) -> None:
         from ..db import dialect_of
 
         self.engine = engine
@@ -178,7 +179,7 @@ class LeaseLockBackend:
                 {"job": job, "token": token, "ttl_us": int(ttl.total_seconds() * 1_000_000)},
             ).rowcount == 1
 
-    def owns(self, conn, job: str, token: str) -> bool:  # noqa: ANN001
+    def owns(self, conn: Any, job: str, token: str) -> bool:
         from sqlalchemy import text
 
         return conn.execute(

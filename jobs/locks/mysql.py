@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import timedelta
+from typing import Any
 
 from . import Unlocked, probe_unlock
 from .postgres import _SessionHeld, take_session_lock
@@ -30,7 +31,7 @@ class MySQLLockBackend:
     crash_bound = ("0 s when the process dies (the server ends its session); half of [locks] host_loss_bound "
                    "(30 s by default, the session's wait_timeout) if the host is lost")
 
-    def __init__(self, engine, ping_every: float | None = None) -> None:  # noqa: ANN001
+    def __init__(self, engine: Any, ping_every: float | None = None) -> None:
         from ..host_loss import HostLossBounds
 
         self.engine = engine

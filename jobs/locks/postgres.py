@@ -12,6 +12,7 @@ import hashlib
 import os
 import threading
 from datetime import timedelta
+from typing import Any
 
 from ..errors import LeaseLost
 from . import Unlocked, probe_unlock
@@ -35,7 +36,7 @@ class _SessionHeld:
     A failed ping marks the lock lost; the next verify() refuses to commit.
     """
 
-    def __init__(self, conn, release_sql: str, params: dict, ping_every: float | None = None) -> None:  # noqa: ANN001
+    def __init__(self, conn: Any, release_sql: str, params: dict, ping_every: float | None = None) -> None:
         self._conn = conn
         self._release_sql = release_sql
         self._params = params
@@ -62,7 +63,7 @@ class _SessionHeld:
                 self._lost = type(exc).__name__
                 return
 
-    def verify(self, conn) -> None:  # noqa: ANN001
+    def verify(self, conn: Any) -> None:
         """The lock lives as long as its session: a dead session means another may hold it."""
         if self._lost is None:
             try:
@@ -98,7 +99,7 @@ class _SessionHeld:
             conn.close()
 
 
-def _connection_dead(conn) -> str | None:  # noqa: ANN001
+def _connection_dead(conn: Any) -> str | None:
     """Why this connection is known dead without talking to its server, or None: closed by the driver, or
     its TCP socket no longer established (keepalive probes unanswered, data unacknowledged for
     tcp_user_timeout). Sockets that are not TCP (a Unix socket) are taken as alive."""
@@ -110,7 +111,7 @@ def _connection_dead(conn) -> str | None:  # noqa: ANN001
         return "closed"
     if raw is None:
         return "closed"
-    sock = getattr(raw, "_sock", False)  # PyMySQL: None once it closed the socket after a timeout
+    sock: Any = getattr(raw, "_sock", False)  # PyMySQL: None once it closed the socket after a timeout
     if sock is None:
         return "closed"
     try:
@@ -127,7 +128,7 @@ def _connection_dead(conn) -> str | None:  # noqa: ANN001
     return None if state == _TCP_ESTABLISHED else "its TCP connection is closed"
 
 
-def take_session_lock(engine, acquire_sql: str, release_sql: str, params: dict,  # noqa: ANN001
+def take_session_lock(engine: Any, acquire_sql: str, release_sql: str, params: dict,
                       ping_every: float | None = None) -> _SessionHeld | None:
     """Run a non-blocking session-lock function on a dedicated connection; keep it only if granted."""
     from sqlalchemy import text
@@ -149,7 +150,7 @@ class PostgresLockBackend:
     crash_bound = ("0 s when the process dies (the server ends its session); half of [locks] host_loss_bound "
                    "(30 s by default) if the host is lost")
 
-    def __init__(self, engine) -> None:  # noqa: ANN001
+    def __init__(self, engine: Any) -> None:
         self.engine = engine
 
     def try_acquire(self, job: str, ttl: timedelta) -> _SessionHeld | None:

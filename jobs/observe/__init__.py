@@ -7,14 +7,15 @@ imports its HTTP client or SDK only when a run actually happens.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..app import App
 
 
-def attach(app: "App", *, metrics_file: str | None = None, pushgateway: str | None = None,
+def attach(app: App, *, metrics_file: str | None = None, pushgateway: str | None = None,
            environ: Mapping[str, str] | None = None) -> None:
     """Add the observers this invocation asked for (ping URLs, OTEL_* environment, metrics options).
 

@@ -10,10 +10,11 @@ its grouping key; kube-state-metrics uses `job_name` for the same reason.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..clock import is_never
 from ..errors import ConfigError
@@ -46,7 +47,7 @@ class Family:
         self.samples.append((labels, value))
 
 
-def build(config: "Config", states: Mapping[str, Any], run_counts: Mapping[tuple[str, str], int],
+def build(config: Config, states: Mapping[str, Any], run_counts: Mapping[tuple[str, str], int],
           items: Mapping[str, int], now: datetime) -> list[Family]:
     """Every job's series; a job that never ran still has all of them (Prometheus: avoid missing series)."""
     from ..health import assess
@@ -143,7 +144,7 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
-def history_items(engine: "Engine") -> dict[str, int]:
+def history_items(engine: Engine) -> dict[str, int]:
     """Items per job over the runs the history still keeps (call after tracking created the tables)."""
     from sqlalchemy import func, select
 
@@ -154,7 +155,7 @@ def history_items(engine: "Engine") -> dict[str, int]:
         return {job: int(total or 0) for job, total in conn.execute(query).all()}
 
 
-def exposition(app: "App") -> str:
+def exposition(app: App) -> str:
     """Read the tracking tables and render every job's metrics, then each extension's (queue, emails)."""
     from .. import clock, tracking
     from ..execution import db_call
@@ -234,7 +235,7 @@ class MetricsPublisher:
     a warning; it never fails the job or changes its exit code.
     """
 
-    def __init__(self, app: "App", *, file: Path | None = None, pushgateway: str | None = None,
+    def __init__(self, app: App, *, file: Path | None = None, pushgateway: str | None = None,
                  timeout: float = PUSH_TIMEOUT) -> None:
         if pushgateway is not None:
             check_pushgateway(pushgateway)
@@ -245,13 +246,13 @@ class MetricsPublisher:
         self._published = False
         self._silent = False  # a Pushgateway that timed out once costs one timeout per invocation, not one per run
 
-    def run_started(self, job: "JobConfig", run_id: int, trigger: "Trigger") -> None:
+    def run_started(self, job: JobConfig, run_id: int, trigger: Trigger) -> None:
         """Nothing to publish before the outcome is recorded."""
 
-    def run_finished(self, job: "JobConfig", report: "RunReport") -> None:
+    def run_finished(self, job: JobConfig, report: RunReport) -> None:
         self.publish(job.name, report.run_id)
 
-    def run_skipped(self, job: "JobConfig", report: "RunReport") -> None:
+    def run_skipped(self, job: JobConfig, report: RunReport) -> None:
         """A skipped tick changes no row, so once per invocation is enough to keep the file fresh."""
         if not self._published:
             self.publish(job.name, None)

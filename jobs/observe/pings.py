@@ -61,20 +61,20 @@ class PingObserver:
             self.backoff = backoff
         self._rids: dict[int, str] = {}
 
-    def run_started(self, job: "JobConfig", run_id: int, trigger: "Trigger") -> None:
+    def run_started(self, job: JobConfig, run_id: int, trigger: Trigger) -> None:
         if not job.ping_url:
             return
         rid = self._rids[run_id] = str(uuid.uuid4())
         self._send(job, run_id, ping_url(job.ping_url, "start", rid), b"")
 
-    def run_finished(self, job: "JobConfig", report: "RunReport") -> None:
+    def run_finished(self, job: JobConfig, report: RunReport) -> None:
         if not job.ping_url or report.run_id is None:
             return
         rid = self._rids.pop(report.run_id, None) or str(uuid.uuid4())
         event = "" if report.status is RunStatus.SUCCEEDED else "fail"
         self._send(job, report.run_id, ping_url(job.ping_url, event, rid), _summary(report))
 
-    def _send(self, job: "JobConfig", run_id: int, url: str, body: bytes) -> bool:
+    def _send(self, job: JobConfig, run_id: int, url: str, body: bytes) -> bool:
         """POST with bounded retries; True once the monitor answered 2xx/3xx."""
         import http.client
         import urllib.error
@@ -114,7 +114,7 @@ def _event_name(url: str, base: str) -> str:
     return tail or "success"
 
 
-def _summary(report: "RunReport") -> bytes:
+def _summary(report: RunReport) -> bytes:
     """The body healthchecks.io shows with the ping: outcome, duration, counts, error (secrets masked)."""
     from ..secrets import redact
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..errors import one_line
 from ..outcome import RunStatus
@@ -113,7 +114,7 @@ class TracingObserver:
         _route_sdk_logs()
         return True
 
-    def run_started(self, job: "JobConfig", run_id: int, trigger: "Trigger") -> None:
+    def run_started(self, job: JobConfig, run_id: int, trigger: Trigger) -> None:
         if not self._ready():
             return
         span = self._tracer.start_span(f"run {job.name}", attributes={
@@ -142,7 +143,7 @@ class TracingObserver:
                 span.set_status(Status(StatusCode.ERROR, one_line(exc)))
                 raise
 
-    def run_finished(self, job: "JobConfig", report: "RunReport") -> None:
+    def run_finished(self, job: JobConfig, report: RunReport) -> None:
         run = self._runs.pop(report.run_id, None) if report.run_id is not None else None
         if run is None:
             return

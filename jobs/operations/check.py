@@ -15,11 +15,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class CheckResult:
-    jobs: list["JobHealth"]
-    alarms: list["Alarm"]
+    jobs: list[JobHealth]
+    alarms: list[Alarm]
 
     @property
-    def alarming(self) -> list["JobHealth"]:
+    def alarming(self) -> list[JobHealth]:
         return [j for j in self.jobs if j.alarming]
 
     @property
@@ -34,7 +34,7 @@ class CheckResult:
                 **{a.key: a.data for a in self.alarms}}
 
 
-def check(app: "App") -> CheckResult:
+def check(app: App) -> CheckResult:
     from .. import clock
     from ..registry import builtin_extensions
 

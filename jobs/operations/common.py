@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from ..errors import UsageError
 
@@ -12,7 +13,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def retried(app: "App", fn: Callable[[], T], what: str) -> T:
+def retried(app: App, fn: Callable[[], T], what: str) -> T:
     """A database call outside any job: transient errors retried, then DatabaseUnavailable (exit 75); a
     setup mistake becomes the ConfigError that names it."""
     from ..execution import db_call
@@ -20,7 +21,7 @@ def retried(app: "App", fn: Callable[[], T], what: str) -> T:
     return db_call(app, fn, what)
 
 
-def known_job(app: "App", job: str, *, runs: bool = False) -> str:
+def known_job(app: App, job: str, *, runs: bool = False) -> str:
     """A configured recurring job's name; with runs=True also any other name the history records runs
     under (an extension's, such as a queue task's). UsageError otherwise."""
     known = list(app.config.jobs)

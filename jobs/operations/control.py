@@ -21,7 +21,7 @@ class UnlockResult:
     unlocked: Unlocked
 
 
-def unlock(app: "App", job: str) -> UnlockResult:
+def unlock(app: App, job: str) -> UnlockResult:
     """The job's lock backend decides: a lease is ended, a lock that dies with its holder is only probed."""
     from ..locks import backend_name
 
@@ -39,7 +39,7 @@ class PauseResult:
     changed: bool  # False: it already was
 
 
-def set_paused(app: "App", job: str, paused: bool) -> PauseResult:
+def set_paused(app: App, job: str, paused: bool) -> PauseResult:
     """Pause (or resume) the job on every host: stored in its tracking row."""
     from .. import clock, tracking
     from ..locks import owner_id

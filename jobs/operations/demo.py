@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from .. import demo as demo_data
 
@@ -22,7 +23,7 @@ def prepare() -> Path:
     return demo_data.write_config()
 
 
-def seed(app: "App") -> dict[str, int]:
+def seed(app: App) -> dict[str, int]:
     """The tool's tables and the sample data, once; returns what was created ({} when it was there)."""
     from .. import clock, schema
     from ..errors import UsageError
@@ -35,11 +36,11 @@ def seed(app: "App") -> dict[str, int]:
 
 @dataclass(frozen=True)
 class DemoRun:
-    reports: list["RunReport"]
+    reports: list[RunReport]
     email_directory: Path
 
 
-def run_jobs(app: "App", on_report: Callable[[str, "RunReport"], None] | None = None) -> DemoRun:
+def run_jobs(app: App, on_report: Callable[[str, RunReport], None] | None = None) -> DemoRun:
     """Every enabled job once, by hand, each secret it lacks filled with a random one for this run only
     (the demo's config names none)."""
     from ..outcome import Trigger

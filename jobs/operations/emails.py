@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 STATUSES = email_status.STATUSES
 
 
-def queue_table(app: "App") -> str:
+def queue_table(app: App) -> str:
     """The table the email-queue job is configured with (it need not be enabled on this host);
     ConfigError naming the fix when it is not there."""
     table = app.config.job("email-queue").settings.table
@@ -39,7 +39,7 @@ def status_filter(status: str | None) -> str | None:
     return status
 
 
-def listing(app: "App", status: str | None, limit: int) -> list[dict[str, Any]]:
+def listing(app: App, status: str | None, limit: int) -> list[dict[str, Any]]:
     """Emails newest first, without their bodies."""
     table = queue_table(app)
     rows = retried(app, lambda: email_status.listing(app.engine, table, status, limit), "reading the email queue")
@@ -56,7 +56,7 @@ class SentAgain:
     count: int
 
 
-def send_again(app: "App", email_id: int | None) -> SentAgain:
+def send_again(app: App, email_id: int | None) -> SentAgain:
     """Failed emails (one, or all) back to pending with their attempts reset; UsageError when the one
     named is missing or not failed."""
     table = queue_table(app)
@@ -69,7 +69,7 @@ def send_again(app: "App", email_id: int | None) -> SentAgain:
     return SentAgain(email_id, changed)
 
 
-def failed_alarm(app: "App", now: datetime) -> Alarm:
+def failed_alarm(app: App, now: datetime) -> Alarm:
     """Emails failed for good within failed_alert_window (see email_status.failed_alarm)."""
     from ..schedule import format_duration
 
@@ -89,12 +89,12 @@ def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
-def metric_families(app: "App", now: datetime) -> list["Family"]:
+def metric_families(app: App, now: datetime) -> list[Family]:
     """Emails waiting and failed for good (the runs succeed either way), when email-queue is enabled."""
     return retried(app, lambda: _families(app, now), "reading the email queue")
 
 
-def _families(app: "App", now: datetime) -> list["Family"]:
+def _families(app: App, now: datetime) -> list[Family]:
     from ..observe.metrics import Family
 
     job = email_status.email_queue(app.config)

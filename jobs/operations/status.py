@@ -28,13 +28,13 @@ class ConfiguredJob:
                 "description": self.description}
 
 
-def configured_jobs(app: "App") -> list[ConfiguredJob]:
+def configured_jobs(app: App) -> list[ConfiguredJob]:
     """`list`: every configured job (nothing is connected)."""
     return [ConfiguredJob(name, job.schedule.describe(), job.enabled, str(job.timeout) if job.timeout else None,
                           job.spec.description) for name, job in app.config.jobs.items()]
 
 
-def lock_bounds(config: "Config") -> dict[str, Any]:
+def lock_bounds(config: Config) -> dict[str, Any]:
     """The lock backend and what bounds a vanished host, with the session settings derived from
     [locks] host_loss_bound for this database (nothing is connected)."""
     from ..db import dialect_of
@@ -43,7 +43,7 @@ def lock_bounds(config: "Config") -> dict[str, Any]:
     return {"backend": backend_name(config), **config.locks.host_loss().describe(dialect_of(config.database_url))}
 
 
-def assess(app: "App") -> list["JobHealth"]:
+def assess(app: App) -> list[JobHealth]:
     """Every configured job's health from its tracking row (jobs not seen before are noted as seen now
     where the connection may write)."""
     from .. import clock, health, tracking
@@ -59,15 +59,15 @@ class StatusView:
     """`status`: the jobs' health, and each extension's section (the queue's depth)."""
 
     database: str
-    jobs: list["JobHealth"]
-    sections: list["Section"]
+    jobs: list[JobHealth]
+    sections: list[Section]
 
     def as_dict(self) -> dict[str, Any]:
         return {"database": self.database, "jobs": [j.as_dict() for j in self.jobs],
                 **{s.key: s.data for s in self.sections}}
 
 
-def status(app: "App") -> StatusView:
+def status(app: App) -> StatusView:
     from ..registry import builtin_extensions
 
     jobs = assess(app)
@@ -75,7 +75,7 @@ def status(app: "App") -> StatusView:
     return StatusView(app.config.safe_database_url, jobs, sections)
 
 
-def history(app: "App", job: str | None, limit: int) -> list[dict[str, Any]]:
+def history(app: App, job: str | None, limit: int) -> list[dict[str, Any]]:
     """The most recent runs, newest first (of one job or queue task, or all), with their counts decoded."""
     from .. import tracking
 

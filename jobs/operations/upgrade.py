@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from ..app import App
 
 
-def upgrade(app: "App", *, app_tables: bool = False) -> list[str]:
+def upgrade(app: App, *, app_tables: bool = False) -> list[str]:
     """Returns what changed, one line each. Noting every enabled job as known from now on lets `check`
     report one that never runs."""
     from .. import clock, schema, tracking

@@ -14,10 +14,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from ..errors import ConfigError, UsageError
 from ..settings import NoSettings, coerce, fields_of, type_of
@@ -57,7 +58,7 @@ class TaskSpec:
     """
 
     name: str
-    run: Callable[["JobContext", Any], None]
+    run: Callable[[JobContext, Any], None]
     args: type = NoSettings
     description: str = ""
     retry_delays: tuple[timedelta, ...] = DEFAULT_RETRY_DELAYS
@@ -118,7 +119,7 @@ def _module_tasks(module: str) -> list[TaskSpec]:
     from importlib import import_module
 
     try:
-        obj = getattr(import_module(module), "TASKS")
+        obj = import_module(module).TASKS
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"{MODULES_ENV}: module {module!r} has no TASKS: {type(exc).__name__}: {exc}") from None
     return _checked(obj, f"{MODULES_ENV} module {module!r}")
@@ -194,7 +195,7 @@ class EnqueueOptions(TypedDict, total=False):
     key: str | None
 
 
-def enqueue(connection_or_session: Any, job: "str | TaskSpec", **options: Unpack[EnqueueOptions]) -> int:
+def enqueue(connection_or_session: Any, job: str | TaskSpec, **options: Unpack[EnqueueOptions]) -> int:
     """Add a job in the caller's transaction (never committed here); returns its id.
 
     The job exists exactly when the caller's transaction commits. The same key
@@ -207,14 +208,14 @@ def enqueue(connection_or_session: Any, job: "str | TaskSpec", **options: Unpack
 
 def submit(
     connection_or_session: Any,
-    job: "str | TaskSpec",
+    job: str | TaskSpec,
     *,
     args: Mapping[str, Any] | None = None,
     delay: timedelta | None = None,
     at: datetime | None = None,
     after: int | None = None,
     key: str | None = None,
-) -> "Enqueued":
+) -> Enqueued:
     """`enqueue`, telling whether the key was already taken and whether that job has the same task and arguments.
 
     A taken key never changes the existing job: its own arguments, schedule and parent stay as they are.
@@ -235,7 +236,7 @@ def submit(
     return store.add(conn, task, args_to_json(validated), delay=delay, at=at, after=after, key=key)
 
 
-def _connection(obj: Any) -> "Connection":
+def _connection(obj: Any) -> Connection:
     """A Connection as is; a Session's connection (joining the session's transaction)."""
     from sqlalchemy.engine import Connection
 
@@ -247,7 +248,7 @@ def _connection(obj: Any) -> "Connection":
     raise TypeError("enqueue needs a SQLAlchemy Connection or Session (the caller's transaction)")
 
 
-def queue_depth(engine: "Engine") -> dict[str, Any]:
+def queue_depth(engine: Engine) -> dict[str, Any]:
     """Jobs per status and the age in seconds of the oldest due waiting job (None when none is due)."""
     from . import store
 

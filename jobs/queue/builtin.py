@@ -19,7 +19,6 @@ from ..files import atomic_write
 from ..settings import setting
 from . import TaskSpec
 
-
 ERASE_TARGET_SECONDS = (0.1, 0.2)  # a token batch faster than this lets the next one grow, a slower one shrinks it
 ERASE_FIRST_BATCH = 1_000
 
@@ -45,7 +44,7 @@ def erase_user(ctx: JobContext, a: EraseArgs) -> None:
     users = ref(a.users_table, others=("id", "email", "username", "password_hash", "last_login_ip"))
     tokens = ref(a.tokens_table, others=("user_id", a.tokens_key_column))
 
-    def erase(conn, *, size: int, after: Any) -> tuple[int, int, Any]:  # noqa: ANN001
+    def erase(conn: Any, *, size: int, after: Any) -> tuple[int, int, Any]:
         deleted, last = by_key(conn, tokens, tokens.c[a.tokens_key_column], size, after,
                                where=[tokens.c.user_id == a.user_id])
         if last is not None:
@@ -73,7 +72,7 @@ _NEVER_EXPORTED = {"password_hash", "token_hash"}
 
 
 def export_user(ctx: JobContext, a: ExportArgs) -> None:
-    def read(conn) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:  # noqa: ANN001
+    def read(conn: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         from sqlalchemy import MetaData, Table
 
         schema_u, _, name_u = a.users_table.rpartition(".")

@@ -9,9 +9,10 @@ worker that died and is taken back. The states themselves are told in store.py.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import case, insert, select, update
 
@@ -39,15 +40,15 @@ class Claimed:
     started_at: datetime
 
 
-def claim(engine: "Engine", token: str, limit: int, ttl_for: "dict[str, timedelta]",
+def claim(engine: Engine, token: str, limit: int, ttl_for: dict[str, timedelta],
           default_ttl: timedelta) -> list[Claimed]:
     """Claim up to `limit` due rows in one transaction (SKIP LOCKED where the database has it)."""
     return record_and_claim(engine, [], "", 0, token, limit, ttl_for, default_ttl)[1]
 
 
-def record_and_claim(engine: "Engine", outcomes: "list[Outcome]", host: str, pid: int, token: str, limit: int,
-                     ttl_for: "dict[str, timedelta]", default_ttl: timedelta
-                     ) -> "tuple[dict[int, str | None], list[Claimed]]":
+def record_and_claim(engine: Engine, outcomes: list[Outcome], host: str, pid: int, token: str, limit: int,
+                     ttl_for: dict[str, timedelta], default_ttl: timedelta
+                     ) -> tuple[dict[int, str | None], list[Claimed]]:
     """Record the last batch's outcomes and claim the next batch: one commit for both."""
     with engine.begin() as conn:
         _bookkeeping(conn)
@@ -56,7 +57,7 @@ def record_and_claim(engine: "Engine", outcomes: "list[Outcome]", host: str, pid
         return statuses, (_claim(conn, token, limit, ttl_for, default_ttl, now) if limit > 0 else [])
 
 
-def _bookkeeping(conn: "Connection") -> None:
+def _bookkeeping(conn: Connection) -> None:
     """The queue's own bookkeeping commits without waiting for the disk flush on PostgreSQL.
 
     A server crash can lose the last fraction of a second of claims and
@@ -67,7 +68,7 @@ def _bookkeeping(conn: "Connection") -> None:
         conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
 
 
-def _claim(conn: "Connection", token: str, limit: int, ttl_for: "dict[str, timedelta]", default_ttl: timedelta,
+def _claim(conn: Connection, token: str, limit: int, ttl_for: dict[str, timedelta], default_ttl: timedelta,
            now: datetime) -> list[Claimed]:
     """Claim due rows: scheduled ones whose time has come (delays, retries) first, then enqueued ones.
 
@@ -112,14 +113,14 @@ def _claim(conn: "Connection", token: str, limit: int, ttl_for: "dict[str, timed
             for id_, name, args, attempts, max_attempts, text, parent in rows if id_ in claimed_ids]
 
 
-def verify_claim(conn: "Connection", job_id: int, token: str) -> bool:
+def verify_claim(conn: Connection, job_id: int, token: str) -> bool:
     """Inside the task's transaction: is the row still ours? (It stays locked until the commit.)"""
     query = for_update(select(q.c.claimed_by, q.c.status).where(q.c.id == job_id), conn)
     row = conn.execute(query).first()
     return row is not None and row.claimed_by == token and row.status == RUNNING
 
 
-def renew(engine: "Engine", jobs: list[Claimed], until: datetime) -> set[int]:
+def renew(engine: Engine, jobs: list[Claimed], until: datetime) -> set[int]:
     """Extend the claims of a batch's jobs not yet started; returns the ids still ours."""
     if not jobs:
         return set()
@@ -132,7 +133,7 @@ def renew(engine: "Engine", jobs: list[Claimed], until: datetime) -> set[int]:
             select(q.c.id).where(among(q.c.id, ids, conn), q.c.claimed_by == token, q.c.status == RUNNING))}
 
 
-def reclaim_expired(engine: "Engine", host: str, pid: int) -> list[int]:
+def reclaim_expired(engine: Engine, host: str, pid: int) -> list[int]:
     """Running rows whose claim has passed: their worker died. Enqueue them again, or fail them when spent."""
     with engine.begin() as conn:
         now = clock.utcnow()
@@ -174,11 +175,11 @@ def _history_row(o: Outcome, status: str, host: str, pid: int) -> dict[str, Any]
                 items=sum(o.counts.values()), counts=json.dumps(record, sort_keys=True), error=o.error)
 
 
-def _ours(job: Claimed):  # noqa: ANN202
+def _ours(job: Claimed):
     return (q.c.id == job.id) & (q.c.claimed_by == job.token) & (q.c.status == RUNNING)
 
 
-def record(engine: "Engine", outcomes: list[Outcome], host: str, pid: int) -> dict[int, str | None]:
+def record(engine: Engine, outcomes: list[Outcome], host: str, pid: int) -> dict[int, str | None]:
     """Record a batch of outcomes in one transaction; returns each job's new status (None: the claim was lost).
 
     A success releases the job's continuations; a failure schedules the next
@@ -192,7 +193,7 @@ def record(engine: "Engine", outcomes: list[Outcome], host: str, pid: int) -> di
         return _record(conn, outcomes, host, pid, clock.utcnow())
 
 
-def _record(conn: "Connection", outcomes: list[Outcome], host: str, pid: int, now: datetime) -> dict[int, str | None]:
+def _record(conn: Connection, outcomes: list[Outcome], host: str, pid: int, now: datetime) -> dict[int, str | None]:
     token = outcomes[0].job.token
     done = [o.job.id for o in outcomes if o.status == "succeeded"]
     others = [o.job.id for o in outcomes if o.status != "succeeded"]
@@ -242,7 +243,7 @@ def _record(conn: "Connection", outcomes: list[Outcome], host: str, pid: int, no
     return result
 
 
-def _still_ours(conn: "Connection", ids: list[int], token: str) -> set[int]:
+def _still_ours(conn: Connection, ids: list[int], token: str) -> set[int]:
     """Which of these rows are still claimed by us, locked until the commit."""
     if not ids:
         return set()
@@ -251,7 +252,7 @@ def _still_ours(conn: "Connection", ids: list[int], token: str) -> set[int]:
     ).scalars())
 
 
-def release(engine: "Engine", jobs: Iterable[Claimed], host: str, pid: int, *, error: str | None = None,
+def release(engine: Engine, jobs: Iterable[Claimed], host: str, pid: int, *, error: str | None = None,
             record: bool = False) -> int:
     """Give claimed rows back without consuming an attempt (a stop request, a claim never started)."""
     jobs = list(jobs)

@@ -6,8 +6,9 @@ Loaded by `jobs.registry.builtin_extensions`, never imported by the core itself.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..extensions import Extension, Migration, Section, register
 from ..operations.common import retried
@@ -18,13 +19,13 @@ if TYPE_CHECKING:
     from ..observe.metrics import Family
 
 
-def _depth(app: "App") -> dict[str, Any]:
+def _depth(app: App) -> dict[str, Any]:
     from . import queue_depth
 
     return retried(app, lambda: queue_depth(app.engine), "reading the queue")
 
 
-def status_section(app: "App") -> Section:
+def status_section(app: App) -> Section:
     """Jobs per status; a line under the status table only when some wait."""
     depth = _depth(app)
     waiting = {status: n for status, n in depth["counts"].items() if n}
@@ -36,11 +37,11 @@ def status_section(app: "App") -> Section:
     return Section("queue", depth, summary)
 
 
-def metric_families(app: "App", now: datetime) -> list["Family"]:
+def metric_families(app: App, now: datetime) -> list[Family]:
     return families(_depth(app))
 
 
-def families(depth: Mapping[str, Any]) -> list["Family"]:
+def families(depth: Mapping[str, Any]) -> list[Family]:
     """The one-off queue: jobs per status and how long the oldest due one has waited."""
     from ..observe.metrics import Family
 

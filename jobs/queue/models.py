@@ -57,13 +57,13 @@ queued_jobs = Table(
 )
 
 
-def create_table(conn: "Connection") -> list[str]:
+def create_table(conn: Connection) -> list[str]:
     from ..ddl import create_tables
 
     return create_tables(conn, queued_jobs)
 
 
-def create(engine: "Engine") -> None:
+def create(engine: Engine) -> None:
     """Create the queue table if it is missing (outside `db upgrade`: the queue's own tests)."""
     queued_jobs.create(engine, checkfirst=True)
 

@@ -3,9 +3,10 @@ runs its reads and writes through the queue's store and returns values the CLI r
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import UsageError
 from ..operations.common import retried
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def _db(app: "App", fn: Callable[[], T], what: str) -> T:
+def _db(app: App, fn: Callable[[], T], what: str) -> T:
     """Retried like every database call, once the tool's tables are known to be this version's (a command
     that writes to the embedded default database creates them; elsewhere that is `db upgrade`'s work)."""
     from ..schema import require
@@ -35,7 +36,7 @@ def _db(app: "App", fn: Callable[[], T], what: str) -> T:
 class Request:
     """A task and its validated arguments, ready to queue."""
 
-    task: "TaskSpec"
+    task: TaskSpec
     args: dict[str, Any]
 
 
@@ -49,19 +50,19 @@ def request(job: str, raw_args: Mapping[str, str]) -> Request:
     return Request(task, {f: getattr(validated, f) for f in validated.__dataclass_fields__})
 
 
-def enqueue(app: "App", wanted: Request, *, delay: timedelta | None = None, at: datetime | None = None,
-            after: int | None = None, key: str | None = None) -> "Enqueued":
+def enqueue(app: App, wanted: Request, *, delay: timedelta | None = None, at: datetime | None = None,
+            after: int | None = None, key: str | None = None) -> Enqueued:
     """Queue the task in a transaction of its own; a taken key gives the existing job (see `submit`)."""
     from . import submit
 
-    def write() -> "Enqueued":
+    def write() -> Enqueued:
         with app.engine.begin() as conn:
             return submit(conn, wanted.task, args=wanted.args, delay=delay, at=at, after=after, key=key)
 
     return _db(app, write, "enqueuing the job")
 
 
-def work(app: "App", *, max_jobs: int | None, max_seconds: float, batch_size: int) -> "WorkReport":
+def work(app: App, *, max_jobs: int | None, max_seconds: float, batch_size: int) -> WorkReport:
     """Run the due queued jobs, then return what happened (a signal ends it early: report.signal)."""
     from .worker import work as drain
 
@@ -78,7 +79,7 @@ def status_filter(status: str | None) -> str | None:
     return status
 
 
-def listing(app: "App", status: str | None, limit: int) -> list[dict[str, Any]]:
+def listing(app: App, status: str | None, limit: int) -> list[dict[str, Any]]:
     """Queued jobs newest first, as stored."""
     from . import store
 
@@ -92,7 +93,7 @@ def as_dict(row: Mapping[str, Any]) -> dict[str, Any]:
     return store.as_dict(row)
 
 
-def show(app: "App", job_id: int) -> dict[str, Any]:
+def show(app: App, job_id: int) -> dict[str, Any]:
     """One queued job, every field (UsageError when there is none)."""
     from . import store
 
@@ -102,14 +103,14 @@ def show(app: "App", job_id: int) -> dict[str, Any]:
     return store.as_dict(row)
 
 
-def retry(app: "App", job_id: int) -> str:
+def retry(app: App, job_id: int) -> str:
     """A failed or cancelled job gets its attempts back; returns its status now."""
     from . import store
 
     return _db(app, lambda: store.retry(app.engine, job_id), "retrying the job")
 
 
-def cancel(app: "App", job_id: int) -> int:
+def cancel(app: App, job_id: int) -> int:
     """Cancel a waiting job and its continuations; returns how many were cancelled."""
     from . import store
 
@@ -122,7 +123,7 @@ class Pruned:
     signum: int | None  # the SIGTERM/SIGINT that stopped it between two batches
 
 
-def prune(app: "App", older_than: timedelta, *, batch_size: int) -> Pruned:
+def prune(app: App, older_than: timedelta, *, batch_size: int) -> Pruned:
     """Delete finished jobs past their age, in transactions of at most batch_size rows; a SIGTERM or
     SIGINT stops it between two of them."""
     from .. import signals

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -46,19 +47,19 @@ q = queued_jobs
 TRIGGER = "queued"
 
 
-def dialect(conn: "Connection") -> str:
+def dialect(conn: Connection) -> str:
     """The queue's SQL flavour: 'mysql' for MariaDB too."""
     return family(conn.dialect.name)
 
 
-def for_update(query, conn: "Connection", *, skip_locked: bool = False):  # noqa: ANN001, ANN202
+def for_update(query: Any, conn: Connection, *, skip_locked: bool = False) -> Any:
     """Row locks where the database has them; SQLite's BEGIN IMMEDIATE already serializes writers."""
     if dialect(conn) == "sqlite":
         return query
     return query.with_for_update(skip_locked=skip_locked)
 
 
-def among(column, values: list[int], conn: "Connection"):  # noqa: ANN001, ANN202
+def among(column: Any, values: list[int], conn: Connection) -> Any:
     """`column IN (...)`; on PostgreSQL `column = ANY(array)`, one SQL text whatever the count.
 
     An expanded IN list is rendered anew for every length (SQLAlchemy's post-compile step and psycopg's
@@ -72,7 +73,7 @@ def among(column, values: list[int], conn: "Connection"):  # noqa: ANN001, ANN20
     return column.in_(values)
 
 
-def insert_row(conn: "Connection", task: "TaskSpec", args_json: str, *, delay: timedelta | None,
+def insert_row(conn: Connection, task: TaskSpec, args_json: str, *, delay: timedelta | None,
                at: datetime | None, after: int | None, key: str | None) -> int:
     now = clock.utcnow()
     run_at = at if at is not None else now + (delay or timedelta(0))
@@ -91,7 +92,7 @@ def insert_row(conn: "Connection", task: "TaskSpec", args_json: str, *, delay: t
                   parent_id=after, idempotency_key=key, created_at=now,
                   finished_at=now if status == CANCELLED else None,
                   last_error=f"cancelled: parent {after} did not succeed" if status == CANCELLED else None)
-    return int(conn.execute(insert(q).values(**values)).inserted_primary_key[0])
+    return int(conn.execute(insert(q).values(**values)).inserted_primary_key[0])  # type: ignore[index]
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class Enqueued:
     same_arguments: bool = True
 
 
-def add(conn: "Connection", task: "TaskSpec", args_json: str, *, delay: timedelta | None,
+def add(conn: Connection, task: TaskSpec, args_json: str, *, delay: timedelta | None,
         at: datetime | None, after: int | None, key: str | None) -> Enqueued:
     """One row; with a key, the existing row when the key is already taken (even concurrently)."""
     if key is None:
@@ -122,7 +123,7 @@ def add(conn: "Connection", task: "TaskSpec", args_json: str, *, delay: timedelt
         return existing
 
 
-def _keyed(conn: "Connection", key: str, task: "TaskSpec", args_json: str) -> Enqueued | None:
+def _keyed(conn: Connection, key: str, task: TaskSpec, args_json: str) -> Enqueued | None:
     row = conn.execute(select(q.c.id, q.c.job_name, q.c.args).where(q.c.idempotency_key == key)).first()
     if row is None:
         return None
@@ -130,7 +131,7 @@ def _keyed(conn: "Connection", key: str, task: "TaskSpec", args_json: str) -> En
     return Enqueued(int(row.id), existing=True, existing_job=row.job_name, same_arguments=same)
 
 
-def cancel_children(conn: "Connection", parent_id: int, now: datetime) -> int:
+def cancel_children(conn: Connection, parent_id: int, now: datetime) -> int:
     """Continuations of a job that will never succeed are cancelled, transitively."""
     cancelled = 0
     frontier = [parent_id]
@@ -145,7 +146,7 @@ def cancel_children(conn: "Connection", parent_id: int, now: datetime) -> int:
     return cancelled
 
 
-def cancel(engine: "Engine", job_id: int) -> int:
+def cancel(engine: Engine, job_id: int) -> int:
     """Cancel a waiting job and its continuations; returns how many rows were cancelled."""
     with engine.begin() as conn:
         row = conn.execute(for_update(select(q.c.status).where(q.c.id == job_id), conn)).first()
@@ -160,7 +161,7 @@ def cancel(engine: "Engine", job_id: int) -> int:
         return 1 + cancel_children(conn, job_id, now)
 
 
-def retry(engine: "Engine", job_id: int) -> str:
+def retry(engine: Engine, job_id: int) -> str:
     """A failed or cancelled job gets its attempts back; it waits again if its parent has not succeeded."""
     with engine.begin() as conn:
         row = conn.execute(for_update(select(q.c.status, q.c.parent_id).where(q.c.id == job_id), conn)).first()
@@ -185,8 +186,8 @@ PRUNE_TARGET_SECONDS = (0.1, 0.2)  # a prune batch faster than this lets the nex
 PRUNE_FIRST_BATCH = 1_000
 
 
-def prune(engine: "Engine", older_than: timedelta, *, batch_size: int = 10_000,
-          stop: "StopFlag | None" = None) -> tuple[int, bool]:
+def prune(engine: Engine, older_than: timedelta, *, batch_size: int = 10_000,
+          stop: StopFlag | None = None) -> tuple[int, bool]:
     """Delete finished rows older than the cutoff (their history stays in job_runs).
 
     At most batch_size rows per transaction, in id order, sized towards PRUNE_TARGET_SECONDS. Returns
@@ -209,12 +210,12 @@ def prune(engine: "Engine", older_than: timedelta, *, batch_size: int = 10_000,
     return deleted, True
 
 
-def get(engine: "Engine", job_id: int) -> "RowMapping | None":
+def get(engine: Engine, job_id: int) -> RowMapping | None:
     with engine.connect() as conn:
         return conn.execute(select(q).where(q.c.id == job_id)).mappings().first()
 
 
-def listing(engine: "Engine", status: str | None, limit: int) -> list["RowMapping"]:
+def listing(engine: Engine, status: str | None, limit: int) -> list[RowMapping]:
     query = select(q).order_by(q.c.id.desc()).limit(limit)
     if status is not None:
         query = query.where(q.c.status == status)
@@ -222,10 +223,10 @@ def listing(engine: "Engine", status: str | None, limit: int) -> list["RowMappin
         return list(conn.execute(query).mappings().all())
 
 
-def depth(engine: "Engine") -> dict[str, Any]:
+def depth(engine: Engine) -> dict[str, Any]:
     with engine.connect() as conn:
         now = clock.utcnow()
-        counts = dict(conn.execute(select(q.c.status, func.count()).group_by(q.c.status)).all())
+        counts: dict[str, int] = dict(conn.execute(select(q.c.status, func.count()).group_by(q.c.status)).all())
         oldest = conn.execute(select(func.min(q.c.run_at)).where(q.c.status.in_(WAITING), q.c.run_at <= now)).scalar()
     if isinstance(oldest, str):
         oldest = datetime.fromisoformat(oldest)
@@ -237,7 +238,7 @@ def depth(engine: "Engine") -> dict[str, Any]:
             "oldest_due_seconds": None if oldest is None else max(0.0, (now - oldest).total_seconds())}
 
 
-def as_dict(row: "RowMapping") -> dict[str, Any]:
+def as_dict(row: Mapping[Any, Any]) -> dict[str, Any]:
     out = dict(row)
     out["args"] = json.loads(row["args"])
     out["retry_delays"] = json.loads(row["retry_delays"])

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import clock, execution, signals
 from ..claims import GroupRecorder
@@ -63,17 +65,20 @@ class _Claim:
     def __init__(self, job: claiming.Claimed) -> None:
         self._job = job
 
-    def verify(self, conn: "Connection") -> None:
+    def verify(self, conn: Connection) -> None:
         if not claiming.verify_claim(conn, self._job.id, self._job.token):
             raise LeaseLost(f"queued job {self._job.id} was taken over by another worker (claim expired)")
 
     def check(self) -> None:
         """A claim is known lost only by reading its row, which verify does inside the batch."""
 
+    def release(self) -> None:
+        """A claim ends with its outcome's record (claiming.record), not with the run."""
+
 
 class Worker:
-    def __init__(self, engine: "Engine", *, retry: RetryPolicy | None = None,
-                 tasks: "Mapping[str, TaskSpec] | None" = None, batch_size: int = DEFAULT_BATCH) -> None:
+    def __init__(self, engine: Engine, *, retry: RetryPolicy | None = None,
+                 tasks: Mapping[str, TaskSpec] | None = None, batch_size: int = DEFAULT_BATCH) -> None:
         self.engine = engine
         self.retry = retry or RetryPolicy()
         self.tasks = dict(task_specs() if tasks is None else tasks)
@@ -89,7 +94,7 @@ class Worker:
     def _db(self, fn: Callable[[], T], what: str) -> T:
         return execution.retried(fn, what, self.retry)
 
-    def recorder(self) -> "GroupRecorder[claiming.Outcome, dict[int, str | None]]":
+    def recorder(self) -> GroupRecorder[claiming.Outcome, dict[int, str | None]]:
         """Outcomes recorded on a thread of their own on a database server, while the worker claims and runs
         more: the server's share of one batch's bookkeeping overlaps the next batch's tasks. One record at a
         time, in order. On SQLite, where writers take turns anyway, they go with the next claim instead."""
@@ -120,12 +125,12 @@ class Worker:
                         room = 0
                     if recorder.background:
                         self._flush(pending, report)
-                        batch = self._db(lambda: claiming.claim(self.engine, self.token, max(room, 0), self._ttls,
-                                                             DEFAULT_CLAIM), "claiming jobs")
+                        batch = self._db(partial(claiming.claim, self.engine, self.token, max(room, 0), self._ttls,
+                                                 DEFAULT_CLAIM), "claiming jobs")
                     else:
                         statuses, batch = self._db(
-                            lambda: claiming.record_and_claim(self.engine, pending, self.host, self.pid, self.token,
-                                                           max(room, 0), self._ttls, DEFAULT_CLAIM),
+                            partial(claiming.record_and_claim, self.engine, pending, self.host, self.pid, self.token,
+                                    max(room, 0), self._ttls, DEFAULT_CLAIM),
                             "recording outcomes and claiming jobs")
                         self._report(pending, statuses, report)
                     if not batch:
@@ -166,7 +171,7 @@ class Worker:
             now = clock.utcnow()
             if now - renewed >= ttl / 2:
                 self._flush(pending, report)
-                still = self._db(lambda: claiming.renew(self.engine, batch[i:], now + ttl), "renewing claims")
+                still = self._db(partial(claiming.renew, self.engine, batch[i:], now + ttl), "renewing claims")
                 renewed = now
                 report.lost += len(batch[i:]) - len(still)
                 batch[i:] = [j for j in batch[i:] if j.id in still]
@@ -195,7 +200,7 @@ class Worker:
         if not self._recorder.background:
             self._reported(self._recorder.wait(), report)
 
-    def _reported(self, done: "list[tuple[list[claiming.Outcome], dict[int, str | None]]]", report: WorkReport) -> None:
+    def _reported(self, done: list[tuple[list[claiming.Outcome], dict[int, str | None]]], report: WorkReport) -> None:
         for outcomes, statuses in done:
             self._report(outcomes, statuses, report)
 
@@ -228,7 +233,7 @@ class Worker:
         report.claimed -= n
         return n
 
-    def _args(self, task: "TaskSpec", text: str) -> Any:
+    def _args(self, task: TaskSpec, text: str) -> Any:
         """Stored arguments, validated once per worker for each distinct text when they cannot change (frozen)."""
         key = (task.name, text)
         args = self._parsed.get(key)
@@ -269,7 +274,7 @@ class Worker:
 _LOGGERS: dict[str, Any] = {}
 
 
-def _logger(job: claiming.Claimed):  # noqa: ANN202
+def _logger(job: claiming.Claimed):
     """One logger per task name (the same every time: its lines carry the name, no run id)."""
     logger = _LOGGERS.get(job.job_name)
     if logger is None:
@@ -277,9 +282,9 @@ def _logger(job: claiming.Claimed):  # noqa: ANN202
     return logger
 
 
-def work(engine: "Engine", *, retry: RetryPolicy | None = None, max_jobs: int | None = None,
+def work(engine: Engine, *, retry: RetryPolicy | None = None, max_jobs: int | None = None,
          max_seconds: float | None = None, batch_size: int = DEFAULT_BATCH,
-         tasks: "Mapping[str, TaskSpec] | None" = None) -> WorkReport:
+         tasks: Mapping[str, TaskSpec] | None = None) -> WorkReport:
     """One worker invocation (what `cronwarden work` runs)."""
     return Worker(engine, retry=retry, tasks=tasks, batch_size=batch_size).work(max_jobs=max_jobs,
                                                                                  max_seconds=max_seconds)

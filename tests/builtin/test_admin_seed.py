@@ -22,8 +22,8 @@ def _password() -> str:
     return f"pw-marker-{uuid.uuid4().hex}"
 
 
-def _seed(cli, ws, *args: str, password: str | None, code: int = 0, before: tuple[str, ...] = (),  # noqa: ANN001
-          **env: str):  # noqa: ANN003, ANN202
+def _seed(cli, ws, *args: str, password: str | None, code: int = 0, before: tuple[str, ...] = (),
+          **env: str):
     if password is not None:
         env["CRONWARDEN_ADMIN_PASSWORD"] = password
     with time_machine.travel(NOW, tick=False):
@@ -32,7 +32,7 @@ def _seed(cli, ws, *args: str, password: str | None, code: int = 0, before: tupl
     return result
 
 
-def _users(engine) -> list[dict]:  # noqa: ANN001
+def _users(engine) -> list[dict]:
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(select(users).order_by(users.c.id)).mappings()]
 
@@ -164,7 +164,7 @@ def test_a_seed_that_loses_the_race_at_the_unique_constraint_creates_nothing(wor
     before = _users(engine)
     real_present, blind = admin_seed._present, []
 
-    def present_unseen_twice(conn, table, username):  # noqa: ANN001, ANN202
+    def present_unseen_twice(conn, table, username):
         blind.append(1)
         return None if len(blind) <= 2 else real_present(conn, table, username)
 

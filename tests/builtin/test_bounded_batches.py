@@ -87,7 +87,7 @@ def _table(bulk: Bulk, layout: list[Any]) -> Table:
                  Column(bulk.column, UTCDateTime, nullable=True), Index(f"ix_{name}", bulk.column))
 
 
-def _load(engine, bulk: Bulk, table: Table, layout: list[Any]) -> int:  # noqa: ANN001
+def _load(engine, bulk: Bulk, table: Table, layout: list[Any]) -> int:
     """Insert the layout; returns how many rows the job must change."""
     table.create(engine, checkfirst=True)
     due = 0
@@ -108,7 +108,7 @@ def _load(engine, bulk: Bulk, table: Table, layout: list[Any]) -> int:  # noqa: 
     return due
 
 
-def _left_due(engine, bulk: Bulk, table: Table) -> int:  # noqa: ANN001
+def _left_due(engine, bulk: Bulk, table: Table) -> int:
     column = table.c[bulk.column]
     due = column <= bulk.cutoff if bulk.inclusive else column < bulk.cutoff
     if bulk.job == "ip-anonymization":
@@ -117,7 +117,7 @@ def _left_due(engine, bulk: Bulk, table: Table) -> int:  # noqa: ANN001
         return conn.execute(select(func.count()).select_from(table).where(due)).scalar()
 
 
-def _run_bulk(cli, workspace, bulk: Bulk, table: Table) -> tuple[dict, RowsPerTransaction]:  # noqa: ANN001
+def _run_bulk(cli, workspace, bulk: Bulk, table: Table) -> tuple[dict, RowsPerTransaction]:
     if table.name != bulk.table:
         workspace.write_config(f'[jobs.{bulk.job}]\ntable = "{table.name}"\n')
     with RowsPerTransaction(table.name) as watch, time_machine.travel(NOW, tick=False):
@@ -160,16 +160,16 @@ def test_postgres_batches_read_rows_in_proportion_to_the_batch_not_the_table(wor
     read: list[int] = []
     started: dict[int, int] = {}
 
-    def rows_read(conn) -> int:  # noqa: ANN001 - the server's count, pending until flushed: take differences
+    def rows_read(conn) -> int:
         cursor = conn.connection.dbapi_connection.cursor()
         cursor.execute("SELECT coalesce(sum(seq_tup_read + idx_tup_fetch), 0) FROM pg_stat_xact_user_tables "
                        "WHERE relname = 'logs'")
         return int(cursor.fetchone()[0])
 
-    def begun(conn) -> None:  # noqa: ANN001
+    def begun(conn) -> None:
         started[id(conn)] = rows_read(conn)
 
-    def committing(conn) -> None:  # noqa: ANN001
+    def committing(conn) -> None:
         read.append(rows_read(conn) - started.pop(id(conn), 0))
 
     event.listen(Engine, "begin", begun)

@@ -19,18 +19,18 @@ tokens, logs, users = APP.tables["refresh_tokens"], APP.tables["logs"], APP.tabl
 TOKEN_CUTOFF = NOW - timedelta(days=7)
 
 
-def _alternating(column, old: datetime, new: datetime):  # noqa: ANN001, ANN202
+def _alternating(column, old: datetime, new: datetime):
     """For fill: row i gets `old` when i is even, `new` otherwise (due rows scattered over the table)."""
     return lambda i: case((i % 2 == 0, bindparam(None, old, type_=column.type)),
                           else_=bindparam(None, new, type_=column.type))
 
 
-def _count(engine, table, *where) -> int:  # noqa: ANN001
+def _count(engine, table, *where) -> int:
     with engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(table).where(*where)).scalar()
 
 
-def _run(cli, workspace, job: str, vanish: Vanish) -> dict:  # noqa: ANN001
+def _run(cli, workspace, job: str, vanish: Vanish) -> dict:
     with vanish, time_machine.travel(NOW, tick=False):
         result = cli(workspace, job, "--force", "--json", "--batch-size", "50")
     assert result.exit_code == 0, result.stderr

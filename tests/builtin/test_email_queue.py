@@ -32,7 +32,7 @@ CREATED = NOW - timedelta(minutes=1)
 emails = default_metadata().tables["email_queue"]
 
 
-def add_emails(engine, n: int, created: datetime = CREATED, **columns) -> list[int]:  # noqa: ANN001, ANN003
+def add_emails(engine, n: int, created: datetime = CREATED, **columns) -> list[int]:
     rows = [{"to_address": f"user{i}@example.org", "subject": f"Hello {i}", "body": f"Body of mail {i}.\n",
              "status": "pending", "attempts": 0, "created_at": created, **columns} for i in range(n)]
     with engine.begin() as conn:
@@ -40,23 +40,23 @@ def add_emails(engine, n: int, created: datetime = CREATED, **columns) -> list[i
         return list(conn.execute(select(emails.c.id).order_by(emails.c.id)).scalars())[-n:]
 
 
-def queue_rows(engine) -> list[dict]:  # noqa: ANN001
+def queue_rows(engine) -> list[dict]:
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(select(emails).order_by(emails.c.id)).mappings()]
 
 
-def run_job(cli, ws, at: datetime = NOW, *args: str, env: dict | None = None) -> tuple[int, dict]:  # noqa: ANN001
+def run_job(cli, ws, at: datetime = NOW, *args: str, env: dict | None = None) -> tuple[int, dict]:
     with time_machine.travel(at, tick=False):
         result = cli(ws, "email-queue", "--force", "--json", *args, env=env)
     return result.exit_code, json.loads(result.stdout)
 
 
-def text_of(message) -> str:  # noqa: ANN001
+def text_of(message) -> str:
     """The decoded body with the wire's CRLF line ends read back as newlines."""
     return message.get_content().replace("\r\n", "\n")
 
 
-def wait_for(predicate, timeout: float = 30.0) -> bool:  # noqa: ANN001
+def wait_for(predicate, timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -297,7 +297,7 @@ def test_tls_that_cannot_be_verified_or_is_not_offered_fails_the_run_and_leaves_
         assert server.handler.offered == []
 
 
-def _sending(engine) -> int:  # noqa: ANN001
+def _sending(engine) -> int:
     with engine.connect() as conn:
         return conn.execute(text("SELECT count(*) FROM email_queue WHERE status = 'sending'")).scalar()
 

@@ -16,7 +16,7 @@ OTHER_JOBS_OFF = "".join(f"[jobs.{job}]\nenabled = false\n"
                          for job in ("refresh-token-cleanup", "ip-anonymization", "log-cleanup", "admin-seed"))
 
 
-def _at(cli, ws, when, *args: str):  # noqa: ANN001, ANN202
+def _at(cli, ws, when, *args: str):
     with time_machine.travel(when, tick=False):
         return cli(ws, *args)
 

@@ -16,14 +16,14 @@ CUTOFF = NOW - timedelta(days=90)
 users = default_metadata().tables["users"]
 
 
-def _run(cli, ws, *args: str, code: int = 0) -> dict:  # noqa: ANN001
+def _run(cli, ws, *args: str, code: int = 0) -> dict:
     with time_machine.travel(NOW, tick=False):
         result = cli(ws, "ip-anonymization", "--force", "--json", *args)
     assert result.exit_code == code, result.stderr
     return json.loads(result.stdout) if code == 0 else {"stderr": result.stderr}
 
 
-def _add_users(engine, logins: dict[str, tuple[datetime | None, str | None]]) -> None:  # noqa: ANN001
+def _add_users(engine, logins: dict[str, tuple[datetime | None, str | None]]) -> None:
     rows = [{"username": name, "email": f"{name}@example.com", "password_hash": "x", "is_admin": False,
              "last_login_at": at, "last_login_ip": ip, "created_at": NOW - timedelta(days=500)}
             for name, (at, ip) in logins.items()]
@@ -32,7 +32,7 @@ def _add_users(engine, logins: dict[str, tuple[datetime | None, str | None]]) ->
             conn.execute(insert(users), rows[start:start + 5000])
 
 
-def _ips(engine) -> dict[str, str | None]:  # noqa: ANN001
+def _ips(engine) -> dict[str, str | None]:
     with engine.connect() as conn:
         return dict(conn.execute(select(users.c.username, users.c.last_login_ip)).all())
 

@@ -21,19 +21,19 @@ CUTOFF = NOW - timedelta(days=30)
 logs = default_metadata().tables["logs"]
 
 
-def _run(cli, ws, *args: str, code: int = 0) -> dict:  # noqa: ANN001
+def _run(cli, ws, *args: str, code: int = 0) -> dict:
     with time_machine.travel(NOW, tick=False):
         result = cli(ws, "log-cleanup", "--force", "--json", *args)
     assert result.exit_code == code, result.stderr
     return json.loads(result.stdout) if result.stdout.strip() else {"stderr": result.stderr}
 
 
-def _add_rows(engine, rows: dict[str, datetime]) -> None:  # noqa: ANN001
+def _add_rows(engine, rows: dict[str, datetime]) -> None:
     with engine.begin() as conn:
         conn.execute(insert(logs), [{"level": "INFO", "message": name, "created_at": at} for name, at in rows.items()])
 
 
-def _messages(engine) -> set[str]:  # noqa: ANN001
+def _messages(engine) -> set[str]:
     with engine.connect() as conn:
         return set(conn.execute(select(logs.c.message)).scalars())
 
@@ -45,7 +45,7 @@ def _file(path: Path, written: datetime, size: int = 100) -> Path:
     return path
 
 
-def _tree(ws) -> set[str]:  # noqa: ANN001
+def _tree(ws) -> set[str]:
     """Every path under the workspace's logs/ and outside/ folders, symlinks not followed."""
     found = set()
     for top in ("logs", "outside"):
@@ -55,7 +55,7 @@ def _tree(ws) -> set[str]:  # noqa: ANN001
 
 
 @pytest.fixture
-def unremovable(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+def unremovable(monkeypatch: pytest.MonkeyPatch):
     """Make one file impossible to remove, for real where we can.
 
     As root, a folder without write permission does not stop unlink, so the file gets the
@@ -72,7 +72,7 @@ def unremovable(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
             return "chattr"
         real_unlink = os.unlink
 
-        def unlink(target, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        def unlink(target, *args, **kwargs):
             if os.path.basename(os.fspath(target)) == path.name:
                 raise PermissionError(1, "Operation not permitted")
             return real_unlink(target, *args, **kwargs)
@@ -122,7 +122,7 @@ def test_table_and_column_names_are_configurable(workspace, engine, cli):
         assert list(conn.execute(text("SELECT id FROM audit_trail")).scalars()) == [2]
 
 
-def _log_folder(ws) -> dict[str, Path]:  # noqa: ANN001
+def _log_folder(ws) -> dict[str, Path]:
     """Old and new, matching and not, a symlink to an old file outside, a folder named old.log, a sub-folder."""
     logs_dir, outside = ws.path / "logs", ws.path / "outside"
     old, new = NOW - timedelta(days=45), NOW - timedelta(days=2)
@@ -240,7 +240,7 @@ def test_a_stop_request_ends_the_sweep_at_a_checkpoint_with_true_counts(sqlite_w
     ws.write_config('[jobs.log-cleanup]\ntable = ""\n')
     real_checkpoint = JobContext.checkpoint
 
-    def checkpoint(self) -> None:  # noqa: ANN001
+    def checkpoint(self) -> None:
         """SIGTERM arrives once the sweep has removed some files."""
         real_checkpoint(self)
         if len(os.listdir(ws.path / "logs")) < 1000:

@@ -24,7 +24,7 @@ def _words(text: str) -> list[str]:
     return text.split()
 
 
-def _read(data: bytes):  # noqa: ANN202
+def _read(data: bytes):
     return BytesParser(policy=policy.SMTP).parsebytes(data)
 
 

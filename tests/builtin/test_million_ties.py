@@ -30,7 +30,7 @@ APP = default_metadata()
 JOBS = {"refresh-token-cleanup": ("refresh_tokens", "deleted"), "log-cleanup": ("logs", "rows_deleted")}
 
 
-def _fill(engine, job: str, n: int, value: datetime) -> None:  # noqa: ANN001
+def _fill(engine, job: str, n: int, value: datetime) -> None:
     """n rows with one value, built by the database. PostgreSQL: refresh_tokens is analyzed (its statistics
     know the tie, so the job sweeps blocks), logs never is (walked in (created_at, id) order, the tie along
     the key's index even though the planner has no statistics)."""
@@ -45,20 +45,20 @@ def _fill(engine, job: str, n: int, value: datetime) -> None:  # noqa: ANN001
             conn.execute(text("VACUUM ANALYZE refresh_tokens"))
 
 
-def _rows(engine, job: str) -> int:  # noqa: ANN001
+def _rows(engine, job: str) -> int:
     table = APP.tables[JOBS[job][0]]
     with engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(table)).scalar()
 
 
-def _running_items(engine) -> int:  # noqa: ANN001
+def _running_items(engine) -> int:
     """Read in autocommit: on SQLite the tool's transactions take the write lock up front, and a poller
     queueing for it behind a million rows of back-to-back batches would see the run only once it ended."""
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         return conn.execute(select(func.coalesce(func.max(runs.c["items"]), 0)).where(runs.c.status == "running")).scalar()
 
 
-def _wait_for_work(engine, proc) -> None:  # noqa: ANN001
+def _wait_for_work(engine, proc) -> None:
     deadline = time.monotonic() + 60
     while _running_items(engine) == 0:
         assert proc.poll() is None, proc.communicate()
@@ -66,7 +66,7 @@ def _wait_for_work(engine, proc) -> None:  # noqa: ANN001
         time.sleep(0.01)
 
 
-def _sized(workspace, job: str, size: tuple[int, int]) -> tuple[int, int]:  # noqa: ANN001
+def _sized(workspace, job: str, size: tuple[int, int]) -> tuple[int, int]:
     """(rows, batch_size), the batch size written to the workspace's configuration."""
     workspace.write_config(f"[jobs.{job}]\nbatch_size = {size[1]}\n")
     return size

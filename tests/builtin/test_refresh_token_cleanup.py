@@ -13,7 +13,7 @@ from tests.app_data import add_tokens, count_tokens, tokens
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
 
 
-def _run(cli, ws, *args: str) -> dict:  # noqa: ANN001
+def _run(cli, ws, *args: str) -> dict:
     with time_machine.travel(NOW, tick=False):
         result = cli(ws, "refresh-token-cleanup", "--force", "--json", *args)
     assert result.exit_code == 0, result.stderr

@@ -18,7 +18,7 @@ NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
 CUTOFF = NOW - timedelta(days=7)
 
 
-def _load(engine, n: int, expired, *, in_order: bool) -> set[str]:  # noqa: ANN001
+def _load(engine, n: int, expired, *, in_order: bool) -> set[str]:
     """n tokens; token i is expired when expired(i). Returns the hashes that must survive.
 
     in_order: expiry times rise with the insertion order (rows stored in expiry order); otherwise the
@@ -40,14 +40,14 @@ def _load(engine, n: int, expired, *, in_order: bool) -> set[str]:  # noqa: ANN0
     return keep
 
 
-def _order(engine) -> str:  # noqa: ANN001
+def _order(engine) -> str:
     keys = {"sqlite": ("rowid",), "postgresql": ("ctid",)}.get(engine.dialect.name, ())
     table = ref("refresh_tokens", times=("expires_at",), others=keys)
     with engine.connect() as conn:
         return _choose_order(conn, table, table.c.expires_at, CUTOFF).order
 
 
-def _run_and_check(cli, workspace, engine, keep: set[str], batch_size: int) -> dict:  # noqa: ANN001
+def _run_and_check(cli, workspace, engine, keep: set[str], batch_size: int) -> dict:
     with time_machine.travel(NOW, tick=False):
         result = cli(workspace, "refresh-token-cleanup", "--force", "--json", "--batch-size", str(batch_size))
     assert result.exit_code == 0, result.stderr

@@ -24,16 +24,16 @@ executions = Table(
 )
 
 
-def create_side_table(engine) -> None:  # noqa: ANN001
+def create_side_table(engine) -> None:
     side.create_all(engine, checkfirst=True)
 
 
-def executions_of(engine, tag: str) -> int:  # noqa: ANN001
+def executions_of(engine, tag: str) -> int:
     with engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(executions).where(executions.c.tag == tag)).scalar()
 
 
-def _record(conn, tag: str) -> int:  # noqa: ANN001
+def _record(conn, tag: str) -> int:
     conn.execute(insert(executions).values(tag=tag))
     return conn.execute(select(func.count()).select_from(executions).where(executions.c.tag == tag)).scalar()
 

@@ -19,7 +19,7 @@ APP = default_metadata()
 users, tokens = APP.tables["users"], APP.tables["refresh_tokens"]
 
 
-def _count(engine, table, *where) -> int:  # noqa: ANN001
+def _count(engine, table, *where) -> int:
     with engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(table).where(*where)).scalar()
 

@@ -16,7 +16,7 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def people(engine):  # noqa: ANN001, ANN201
+def people(engine):
     qm.create(engine)
     md = MetaData()
     users = Table("users", md, autoload_with=engine)

@@ -14,16 +14,16 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def qcli(cli, monkeypatch):  # noqa: ANN001, ANN201
+def qcli(cli, monkeypatch):
     monkeypatch.setattr("cli.app.build", support.build)
 
-    def invoke(ws, *args: str):  # noqa: ANN001, ANN202
+    def invoke(ws, *args: str):
         return cli(ws, *args, env={"CRONWARDEN_TASK_MODULES": support.TASK_MODULES})
 
     return invoke
 
 
-def listed(qcli, ws, *args: str) -> dict[int, str]:  # noqa: ANN001
+def listed(qcli, ws, *args: str) -> dict[int, str]:
     return {j["id"]: j["status"] for j in json.loads(qcli(ws, "queue", "list", "--json", *args).stdout)["jobs"]}
 
 

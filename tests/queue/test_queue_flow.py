@@ -20,39 +20,39 @@ TEST_TASKS = {t.name: t for t in TASKS}
 
 
 @pytest.fixture
-def queue_engine(engine):  # noqa: ANN001, ANN201
+def queue_engine(engine):
     qm.create(engine)
     create_side_table(engine)
     return engine
 
 
 @pytest.fixture
-def qcli(cli, monkeypatch):  # noqa: ANN001, ANN201
+def qcli(cli, monkeypatch):
     """The CLI in-process with the queue commands and the test tasks."""
     monkeypatch.setattr("cli.app.build", support.build)
 
-    def invoke(ws, *args: str):  # noqa: ANN001, ANN202
+    def invoke(ws, *args: str):
         return cli(ws, *args, env={"CRONWARDEN_TASK_MODULES": support.TASK_MODULES})
 
     return invoke
 
 
-def add(engine, task=RECORD, **kw) -> int:  # noqa: ANN001
+def add(engine, task=RECORD, **kw) -> int:
     args = kw.pop("args", {})
     with engine.begin() as conn:
         return enqueue(conn, task, args=args, **kw)
 
 
-def row(engine, job_id: int):  # noqa: ANN001, ANN201
+def row(engine, job_id: int):
     with engine.connect() as conn:
         return conn.execute(select(qm.queued_jobs).where(qm.queued_jobs.c.id == job_id)).mappings().one()
 
 
-def drain(engine):  # noqa: ANN001, ANN201
+def drain(engine):
     return work(engine, tasks=TEST_TASKS)
 
 
-def order(engine) -> list[str]:  # noqa: ANN001
+def order(engine) -> list[str]:
     with engine.connect() as conn:
         return [r.tag for r in conn.execute(select(executions.c.tag).order_by(executions.c.id))]
 
@@ -146,10 +146,9 @@ def test_a_job_failing_always_ends_failed_with_its_last_error_and_queue_retry_re
 
 
 def test_enqueue_in_a_transaction_that_rolls_back_leaves_no_job(queue_engine):
-    with queue_engine.connect() as conn:
-        with conn.begin() as tx:
-            enqueue(conn, RECORD, args={"tag": "ghost"})
-            tx.rollback()
+    with queue_engine.connect() as conn, conn.begin() as tx:
+        enqueue(conn, RECORD, args={"tag": "ghost"})
+        tx.rollback()
     from sqlalchemy.orm import Session
 
     with Session(queue_engine) as session:

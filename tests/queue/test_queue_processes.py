@@ -27,18 +27,18 @@ TEST_TASKS = {t.name: t for t in TASKS}
 
 
 @pytest.fixture
-def ws(workspace):  # noqa: ANN001, ANN201
+def ws(workspace):
     return workspace
 
 
 @pytest.fixture
-def queue_engine(engine):  # noqa: ANN001, ANN201
+def queue_engine(engine):
     qm.create(engine)
     create_side_table(engine)
     return engine
 
 
-def start_worker(ws, *args: str) -> subprocess.Popen:  # noqa: ANN001
+def start_worker(ws, *args: str) -> subprocess.Popen:
     env = ws.env(CRONWARDEN_TASK_MODULES=support.TASK_MODULES)
     return subprocess.Popen([sys.executable, "-m", "tests.queue.support", "work", *args], cwd=ws.path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -54,7 +54,7 @@ def wait_for(path: Path, proc: subprocess.Popen) -> None:
     raise AssertionError("the task never started")
 
 
-def row(engine, job_id: int):  # noqa: ANN001, ANN201
+def row(engine, job_id: int):
     with engine.connect() as conn:
         return conn.execute(select(qm.queued_jobs).where(qm.queued_jobs.c.id == job_id)).mappings().one()
 

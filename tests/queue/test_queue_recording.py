@@ -20,18 +20,18 @@ q = qm.queued_jobs
 
 
 @pytest.fixture
-def queue_engine(engine):  # noqa: ANN001, ANN201
+def queue_engine(engine):
     qm.create(engine)
     return engine
 
 
-def add_noops(engine, n: int) -> None:  # noqa: ANN001
+def add_noops(engine, n: int) -> None:
     with engine.begin() as conn:
         for _ in range(n):
             enqueue(conn, NOOP)
 
 
-def statuses(engine) -> dict[str, int]:  # noqa: ANN001
+def statuses(engine) -> dict[str, int]:
     with engine.connect() as conn:
         return dict(conn.execute(select(q.c.status, func.count()).group_by(q.c.status)).all())
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 import bad_input
+import pytest
 
 BUDGET = 240  # seconds, the script's --max-seconds; pytest's timeout leaves room for its set-up
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(BUDGET + 120)]

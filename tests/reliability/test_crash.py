@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 import crash
+import pytest
 
 BUDGET = 120  # seconds, the script's --max-seconds; pytest's timeout leaves room for its set-up
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(BUDGET + 120)]
 
 
-def _ledgers(folder) -> list[dict]:  # noqa: ANN001
+def _ledgers(folder) -> list[dict]:
     return json.loads((folder / "crash.json").read_text())["ledgers"]
 
 

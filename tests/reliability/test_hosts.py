@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 
+import hostnet
+import hosts
 import pytest
 
 from tests.conftest import CI
-
-import hostnet
-import hosts
 
 BOUND = 8  # [locks] host_loss_bound for this run, in seconds (the smallest it takes)
 BUDGET = 100  # seconds, the script's --max-seconds; pytest's timeout leaves room for its set-up
@@ -25,7 +24,7 @@ def namespaces_possible() -> None:
         pytest.skip(why)
 
 
-def _ledgers(folder) -> dict[tuple[str, str], dict]:  # noqa: ANN001
+def _ledgers(folder) -> dict[tuple[str, str], dict]:
     found = json.loads((folder / "hosts.json").read_text())["ledgers"]
     return {(lg["scenario"], lg["backend"]): lg for lg in found}
 

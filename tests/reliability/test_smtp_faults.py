@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 import smtp_faults
 
 BUDGET = 200  # seconds, the script's --max-seconds; pytest's timeout leaves room for its set-up

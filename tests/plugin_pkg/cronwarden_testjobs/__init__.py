@@ -34,7 +34,7 @@ class SleeperSettings:
     pause_seconds: float = setting(0.0, min=0, cli=True, help="Seconds between batches, outside any transaction.")
 
 
-def _record(conn, job: str, event: str, batch: int = 0) -> None:  # noqa: ANN001
+def _record(conn, job: str, event: str, batch: int = 0) -> None:
     side_md.create_all(conn, checkfirst=True)
     conn.execute(insert(side_effects).values(job=job, event=event, pid=os.getpid(), batch=batch))
 
@@ -48,7 +48,7 @@ def sleeper(ctx: JobContext, s: SleeperSettings) -> None:
     ctx.in_transaction(_record, ctx.job, "exit")
 
 
-def _sleep_batch(conn, job: str, n: int, seconds: float, shared_row: bool = False) -> None:  # noqa: ANN001
+def _sleep_batch(conn, job: str, n: int, seconds: float, shared_row: bool = False) -> None:
     _record(conn, job, "batch", n)
     if shared_row and conn.execute(update(side_shared).where(side_shared.c.id == 1)
                                    .values(n=side_shared.c.n + 1)).rowcount == 0:
@@ -82,7 +82,7 @@ def flaky(ctx: JobContext, s: FlakySettings) -> None:
     """One batch that fails its first `fail_times` attempts; counts every attempt."""
     _attempts["n"] = 0
 
-    def batch(conn) -> None:  # noqa: ANN001
+    def batch(conn) -> None:
         _attempts["n"] += 1
         ctx.count("attempts", 1)
         _record(conn, ctx.job, "batch", _attempts["n"])
