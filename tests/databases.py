@@ -111,7 +111,7 @@ class ServerDatabase:
         """The state `build(url)` makes of an empty database; when only rows or counters differ from it, the
         tables that changed are truncated and their first rows put back."""
         self._end_other_sessions()
-        if self._standard is not None and self._structure() == self._standard.structure:
+        if self._standard is not None and self._structure() == self._standard.structure and not self._analyzed():
             self._restore(self._standard)
             return
         self.empty()
@@ -150,6 +150,16 @@ class ServerDatabase:
                 if standard.rows[table.name] and self._rows(conn, table) != standard.rows[table.name]:
                     conn.execute(table.insert(), [dict(zip(table.columns.keys(), row))
                                                   for row in standard.rows[table.name]])
+
+    def _analyzed(self) -> bool:
+        """PostgreSQL: planner statistics (a test's ANALYZE, or autovacuum's after a big insert) outlive
+        TRUNCATE and steer a job's choice of plan, so a database that has them is built again."""
+        if not self.postgres:
+            return False
+        with self.own.connect() as conn:
+            return bool(conn.execute(text(
+                "SELECT EXISTS (SELECT 1 FROM pg_statistic s JOIN pg_class c ON c.oid = s.starelid "
+                "WHERE c.relnamespace = 'public'::regnamespace)")).scalar())
 
     def _rows(self, conn, table: Table) -> list[tuple]:
         """Its rows when it has a few (the first state has only a handful), else a marker that it has many."""
