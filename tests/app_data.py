@@ -25,6 +25,7 @@ def add_tokens(engine, now: datetime, expired: int, fresh: int, retention_days: 
 
 
 def count_tokens(engine, prefix: str) -> int:
-    with engine.connect() as conn:
+    """Read in autocommit, so a poll never queues for SQLite's write lock behind a running job's batches."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         return conn.execute(select(func.count()).select_from(tokens)
                             .where(tokens.c.token_hash.like(prefix + "%"))).scalar()
