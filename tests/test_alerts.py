@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -18,6 +17,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobs.observe import metrics
+from tests.conftest import CI
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "deploy" / "prometheus" / "cronwarden-rules.yml"
@@ -37,7 +37,7 @@ EXPORTED = {"cronwarden_job_up", "cronwarden_job_state", "cronwarden_job_enabled
 def _promtool() -> str:
     found = shutil.which("promtool")
     if found is None:
-        if os.environ.get("CI") == "true":
+        if CI:
             pytest.fail("promtool is missing (Debian package prometheus); .ci/run installs it")
         pytest.skip("promtool not installed (Debian package prometheus)")
     return found
