@@ -65,7 +65,7 @@ class JobConfig:
     schedule: Schedule
     retry_delays: tuple[timedelta, ...]
     timeout: timedelta | None
-    grace: timedelta
+    grace_setting: timedelta | None  # the configured `grace`; None for the default below
     settings: Any
     ping_url: str | None = None
     history: str = "work"  # which finished runs keep a history row: "work" (see tracking.kept) or "all"
@@ -73,6 +73,15 @@ class JobConfig:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def grace(self) -> timedelta:
+        """`grace`, by default the period clamped to 5 min-1 h. Worked out when asked (status, check,
+        metrics), not at load: a cron period samples the schedule, and a tick loads every job."""
+        if self.grace_setting is not None:
+            return self.grace_setting
+        period = self.schedule.period()
+        return min(max(timedelta(minutes=5), period), timedelta(hours=1)) if period else timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -264,9 +273,7 @@ def _job(spec: JobSpec, table: dict[str, Any], env: Mapping[str, str]) -> JobCon
     delays = tuple(_duration(d, f"{where} retry_delays[{i}]") for i, d in enumerate(delays_raw))
     timeout = table.get("timeout")
     timeout_td = _duration(timeout, f"{where} timeout") if timeout is not None else spec.default_timeout
-    period = schedule.period()
-    default_grace = min(max(timedelta(minutes=5), period), timedelta(hours=1)) if period else timedelta(hours=1)
-    grace = _duration(table["grace"], f"{where} grace") if "grace" in table else default_grace
+    grace = _duration(table["grace"], f"{where} grace") if "grace" in table else None
     own = {k: v for k, v in table.items() if k not in COMMON_JOB_KEYS}
     job_settings = settings_mod.build(spec.settings, own, where, env)
     history = table.get("history", "work")
