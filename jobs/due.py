@@ -15,14 +15,15 @@ if TYPE_CHECKING:
 
 LOCKED_MESSAGE = "skipped: another process holds the lock"
 # The version of the tool's tables (jobs.migrations): 2 added queued_jobs, 3 recurring_job_executions.first_seen_at,
-# 4 job_slots.
-SCHEMA_VERSION = 4
+# 4 job_slots, 5 recurring_job_executions.missed_slots, owed_run_at, last_failure_at and last_failure_error.
+SCHEMA_VERSION = 5
 # The tracking table's columns, in jobs.models order: a tick reads them all, so a table that lacks one is
 # noticed by the quick path as by the runner (tests/test_quick_path.py checks the two agree).
 EXECUTION_COLUMNS = (
     "job_name", "last_executed_at", "next_scheduled_at", "last_executed_by", "last_status", "last_run_id",
     "last_finished_at", "last_duration_seconds", "last_error", "last_success_at", "schedule_slot_at",
     "consecutive_failures", "next_retry_at", "paused", "paused_at", "paused_by", "first_seen_at",
+    "missed_slots", "owed_run_at", "last_failure_at", "last_failure_error",
 )
 
 

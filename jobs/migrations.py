@@ -43,10 +43,17 @@ def _slots(conn: Connection) -> list[str]:
     return ddl.create_tables(conn, slots)
 
 
+def _policies(conn: Connection) -> list[str]:
+    return [*ddl.add_column(conn, executions, "missed_slots", backfill=0),
+            *(change for name in ("owed_run_at", "last_failure_at", "last_failure_error")
+              for change in ddl.add_column(conn, executions, name))]
+
+
 CORE = (
     Migration(1, _core),  # recurring_job_executions, job_runs, job_leases, cronwarden_schema
     Migration(3, _first_seen),  # recurring_job_executions.first_seen_at (a never-run job becomes overdue)
     Migration(4, _slots),  # job_slots: one claim per (job, slot), the database's fence against a second run
+    Migration(5, _policies),  # missed slots (catch_up), a buffered run (overlap), the last failure (history)
 )
 
 

@@ -75,6 +75,13 @@ executions = Table(
     Column("paused_by", String(255)),
     Column("first_seen_at", UTCDateTime, doc="when the database first knew the job: a job that never succeeded "
                                               "is overdue once its first slot after this plus grace has passed"),
+    Column("missed_slots", Integer, nullable=False, default=0,
+           doc="schedule slots skipped so far without a run (catch_up = \"none\", or slots one catch-up run "
+               "stood for); the counter behind cronwarden_job_missed_slots_total"),
+    Column("owed_run_at", UTCDateTime, doc="when a tick found the job running and asked for one more run "
+                                          "(overlap = \"buffer_one\"); cleared when that run starts"),
+    Column("last_failure_at", UTCDateTime, doc="finish of the latest failed run, kept whatever the history keeps"),
+    Column("last_failure_error", Text, doc="the error of the latest failed run"),
 )
 
 runs = Table(

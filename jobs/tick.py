@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 CONNECT_TIMEOUT = 2  # seconds: a database slower than this is left to the runner's retries and bounds
 _TIMES = frozenset(("last_executed_at", "next_scheduled_at", "last_finished_at", "last_success_at",
-                    "schedule_slot_at", "next_retry_at", "paused_at", "first_seen_at"))
+                    "schedule_slot_at", "next_retry_at", "paused_at", "first_seen_at", "owed_run_at",
+                    "last_failure_at"))
 
 
 class HandOver(Exception):

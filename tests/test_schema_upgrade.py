@@ -25,7 +25,7 @@ def old_schema(url: str, version: int) -> None:
     """The tool's tables as cronwarden of `version` created them, with a tracked job and one run.
 
     1: tracking, history, leases, version; 2: + queued_jobs; 3: + recurring_job_executions.first_seen_at;
-    4: + job_slots.
+    4: + job_slots; 5: + recurring_job_executions.missed_slots, owed_run_at, last_failure_at, last_failure_error.
     """
     from jobs.db import make_engine
 
@@ -33,7 +33,8 @@ def old_schema(url: str, version: int) -> None:
     for table in (schema_version, runs, leases) + ((queued_jobs,) if version >= 2 else ()) + \
             ((slots,) if version >= 4 else ()):
         table.to_metadata(md)
-    kept = [c for c in executions.columns if version >= 3 or c.name != "first_seen_at"]
+    added = {"first_seen_at": 3, "missed_slots": 5, "owed_run_at": 5, "last_failure_at": 5, "last_failure_error": 5}
+    kept = [c for c in executions.columns if version >= added.get(c.name, 0)]
     Table(executions.name, md, *(c._copy() for c in kept))
     eng = make_engine(url)
     with eng.begin() as conn:
@@ -77,7 +78,7 @@ def model_shape() -> dict[str, tuple[set[str], set[str]]]:
     return {t.name: ({c.name for c in t.columns}, {i.name for i in t.indexes}) for t in TOOL_TABLES}
 
 
-@pytest.mark.parametrize("version", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("version", [0, 1, 2, 3, 4, 5])
 def test_db_upgrade_brings_every_earlier_version_to_this_one_and_then_does_nothing(tmp_path, cli, db_url, version):
     if version:
         old_schema(db_url, version)
@@ -118,7 +119,11 @@ def test_tool_tables_without_their_version_row_are_completed_and_stamped(tmp_pat
     result = cli(ws, "db", "upgrade")
     assert result.exit_code == 0, result.stderr
     assert result.stdout.splitlines()[:-1] == ["added column recurring_job_executions.first_seen_at",
-                                               "created table job_slots"]
+                                               "created table job_slots",
+                                               "added column recurring_job_executions.missed_slots (NOT NULL)",
+                                               "added column recurring_job_executions.owed_run_at",
+                                               "added column recurring_job_executions.last_failure_at",
+                                               "added column recurring_job_executions.last_failure_error"]
     assert shape(db_url) == model_shape() and stored(db_url) == SCHEMA_VERSION
 
 
