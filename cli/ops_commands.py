@@ -75,12 +75,14 @@ def show_status(app: Any) -> None:
 def _status_table(jobs: Any) -> None:
     render.table(
         "status",
-        ["job", "state", "schedule", "last status", "last run", "duration", "next due", "failures", "last error"],
+        ["job", "state", "schedule", "last status", "last run", "duration", "next due", "failures", "last failure",
+         "last error"],
         [[j.name, j.state, j.schedule, j.last_status or "-", render.when(j.last_executed_at),
-          render.seconds(j.last_duration_seconds), _next_due(j),
-          str(j.consecutive_failures), (j.last_error or "")[:80]] for j in jobs],
-        drop_first=("duration", "schedule", "failures", "last status", "last run", "last error", "next due"),
-        times=("last run", "next due"),
+          render.seconds(j.last_duration_seconds), _next_due(j), str(j.consecutive_failures),
+          render.when(j.last_failure_at), (j.last_error or j.last_failure_error or "")[:80]] for j in jobs],
+        drop_first=("duration", "schedule", "last failure", "failures", "last status", "last run", "last error",
+                    "next due"),
+        times=("last run", "next due", "last failure"),
     )
 
 
@@ -90,12 +92,13 @@ def history(
 
     job: Annotated[str | None, typer.Argument(help="Only this job.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=100000, help="Most recent N runs.")] = 20,
+    failed: Annotated[bool, typer.Option("--failed", help="Only runs that did not succeed.")] = False,
     json: JsonFlag = False,
 ) -> int:
-    """Recent runs, newest first: status, trigger, host, duration, items, error."""
+    """Recent runs, newest first: status, trigger, host, duration, items, error (--failed: failures only)."""
     from jobs.operations.status import history as runs
 
-    rows = runs(_state(ctx).app(read_only=True), job, limit)
+    rows = runs(_state(ctx).app(read_only=True), job, limit, failed=failed)
     if json:
         render.json_out({"runs": rows})
         return exit_codes.EX_OK

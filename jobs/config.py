@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import retention
 from . import settings as settings_mod
 from .errors import ConfigError
 from .schedule import Schedule, parse_duration, parse_schedule
@@ -27,7 +28,6 @@ DEFAULT_RETRY_DELAYS = (timedelta(seconds=60), timedelta(seconds=300), timedelta
 LOCK_BACKENDS = ("auto", "file", "postgres", "mysql", "lease")
 COMMON_JOB_KEYS = ("enabled", "interval", "cron", "timezone", "retry_delays", "timeout", "grace", "ping_url",
                    "history")
-HISTORY_CHOICES = ("work", "all")
 HOST_LOSS_MIN, HOST_LOSS_MAX = timedelta(seconds=8), timedelta(hours=1)  # 8 s: 1 s idle + 3 probes 1 s apart
 _TOP_KEYS = ("database_url", "locks", "retry", "history", "jobs")
 
@@ -68,7 +68,7 @@ class JobConfig:
     grace_setting: timedelta | None  # the configured `grace`; None for the default below
     settings: Any
     ping_url: str | None = None
-    history: str = "work"  # which finished runs keep a history row: "work" (see tracking.kept) or "all"
+    history: retention.HistoryPolicy = retention.HistoryPolicy()  # which runs keep a row, and how long
 
     @property
     def name(self) -> str:
@@ -89,10 +89,15 @@ class Config:
     database_url: str
     locks: LockConfig
     retry: RetryPolicy
-    history_retention: timedelta
+    history: retention.HistoryPolicy  # [history]: every job's default
     jobs: dict[str, JobConfig]
     source: Path | None = None
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def history_retention(self) -> timedelta:
+        """The longest a run stays in the history by default (a job's own `history` keys may differ)."""
+        return self.history.longest
 
     @property
     def safe_database_url(self) -> str:
@@ -164,16 +169,15 @@ def load(
     url = _database_url(raw, env, database_url, check_url)
     locks = _locks(_table(raw, "locks"), env)
     retry = _retry(_table(raw, "retry"))
-    history = _table(raw, "history")
-    _only(history, ("retention",), "[history]")
-    retention = _duration(history.get("retention", "90d"), "[history] retention", minimum=timedelta(hours=1))
+    history = retention.defaults(_table(raw, "history", "[history]"), _duration)
     by_name = {spec.name: spec for spec in specs}
     jobs_raw = _table(raw, "jobs")
     for name in jobs_raw:
         if name not in by_name:
             raise ConfigError(f"[jobs.{name}]: unknown job {name!r} (known: {', '.join(sorted(by_name))})")
-    jobs = {name: _job(spec, _table(jobs_raw, name, f"[jobs.{name}]"), env) for name, spec in by_name.items()}
-    return Config(url, locks, retry, retention, jobs, source, env)
+    jobs = {name: _job(spec, _table(jobs_raw, name, f"[jobs.{name}]"), env, history)
+            for name, spec in by_name.items()}
+    return Config(url, locks, retry, history, jobs, source, env)
 
 
 def _table(raw: Mapping[str, Any], key: str, where: str | None = None) -> dict[str, Any]:
@@ -249,7 +253,8 @@ def _retry(table: dict[str, Any]) -> RetryPolicy:
     )
 
 
-def _job(spec: JobSpec, table: dict[str, Any], env: Mapping[str, str]) -> JobConfig:
+def _job(spec: JobSpec, table: dict[str, Any], env: Mapping[str, str],
+         history_default: retention.HistoryPolicy) -> JobConfig:
     where = f"[jobs.{spec.name}]"
     enabled = table.get("enabled", True)
     if not isinstance(enabled, bool):
@@ -276,9 +281,7 @@ def _job(spec: JobSpec, table: dict[str, Any], env: Mapping[str, str]) -> JobCon
     grace = _duration(table["grace"], f"{where} grace") if "grace" in table else None
     own = {k: v for k, v in table.items() if k not in COMMON_JOB_KEYS}
     job_settings = settings_mod.build(spec.settings, own, where, env)
-    history = table.get("history", "work")
-    if history not in HISTORY_CHOICES:
-        raise ConfigError(f"{where} history: must be one of {', '.join(HISTORY_CHOICES)}, got {history!r}")
+    history = retention.for_job(table.get("history"), where, history_default, _duration)
     return JobConfig(spec, enabled, schedule, delays, timeout_td, grace, job_settings, _ping_url(table, where),
                      history)
 

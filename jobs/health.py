@@ -39,6 +39,8 @@ class JobHealth:
     last_error: str | None
     overdue_seconds: float
     first_seen_at: datetime | None = None
+    last_failure_at: datetime | None = None  # the latest failed run, kept whatever the history's retention
+    last_failure_error: str | None = None
 
     @property
     def alarming(self) -> bool:
@@ -97,4 +99,6 @@ def _assess_one(config: Config, name: str, row: Any, now: datetime) -> JobHealth
         last_error=get("last_error"),
         overdue_seconds=max(overdue, 0.0) if state == "overdue" else 0.0,
         first_seen_at=get("first_seen_at"),
+        last_failure_at=get("last_failure_at"),
+        last_failure_error=get("last_failure_error"),
     )

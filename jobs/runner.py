@@ -135,7 +135,7 @@ def _execute(app: App, job: JobConfig, trigger: Trigger, settings: Any, stop: An
     lost = ending.lost or execution.known_lost(held)
     report.next_due_at = _record(app, job, report, lost)
     if not lost and report.finished_at is not None:
-        _prune_history(app, logger, job, report.finished_at)
+        _prune_history(app, logger, job, report.finished_at, run_id)
     _log_outcome(logger, report)
     _notify(app, logger, "run_finished", job, report)
     return report
@@ -174,10 +174,12 @@ def _record(app: App, job: JobConfig, report: RunReport, lost: bool) -> datetime
     )
 
 
-def _prune_history(app: App, logger: logging.LoggerAdapter, job: JobConfig, finished: datetime) -> None:
-    """Housekeeping after the outcome is recorded: a failure here is a warning, never the run's outcome."""
+def _prune_history(app: App, logger: logging.LoggerAdapter, job: JobConfig, finished: datetime,
+                   run_id: int) -> None:
+    """Housekeeping after the outcome is recorded: a failure here is a warning, never the run's outcome.
+    Each outcome has its own retention (job.history); the run that just finished is spared."""
     try:
-        tracking.prune_history(app.engine, job.name, finished - app.config.history_retention)
+        tracking.prune_history(app.engine, job.name, finished, job.history, spare=run_id)
     except Exception as exc:  # noqa: BLE001
         logger.warning("pruning the run history failed: %s", one_line(exc))
 

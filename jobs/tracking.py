@@ -23,8 +23,10 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine, RowMapping
 
     from .config import Config, JobConfig
+    from .retention import HistoryPolicy
 
 log = logging.getLogger("cronwarden.tracking")
+DIED = "the process running it died (no outcome recorded)"
 
 
 def read_state(engine: Engine, job: str) -> RowMapping | None:
@@ -49,8 +51,7 @@ def reap_abandoned(engine: Engine, job: JobConfig, now: datetime) -> int:
         conn.execute(
             update(runs)
             .where(runs.c.id.in_([r.id for r in stale]))
-            .values(status=RunStatus.ABANDONED.value, finished_at=now,
-                    error="the process running it died (no outcome recorded)")
+            .values(status=RunStatus.ABANDONED.value, finished_at=now, error=DIED)
         )
         row = conn.execute(select(executions).where(executions.c.job_name == job.name)).mappings().first()
         if row is not None and row["last_status"] == RunStatus.RUNNING.value:
@@ -60,8 +61,8 @@ def reap_abandoned(engine: Engine, job: JobConfig, now: datetime) -> int:
             conn.execute(
                 update(executions)
                 .where(executions.c.job_name == job.name)
-                .values(last_status=RunStatus.ABANDONED.value, last_finished_at=now,
-                        last_error="the process running it died (no outcome recorded)",
+                .values(last_status=RunStatus.ABANDONED.value, last_finished_at=now, last_error=DIED,
+                        last_failure_at=now, last_failure_error=DIED,
                         consecutive_failures=failures, next_retry_at=retry, next_scheduled_at=retry)
             )
     return len(stale)
@@ -113,6 +114,10 @@ def finish_run(
 ) -> datetime | None:
     """Record the outcome; only a success moves the schedule. Returns when the job is next due.
 
+    A failure (RunStatus.counts_as_failure) is also written to last_failure_at/_error, which outlive the
+    history's retention of its run: with last_success_at and the streak, the tracking row alone tells
+    when the job last worked and how it last broke.
+
     keep=False deletes the run's history row (see `kept`) in the same transaction; the tracking row is
     updated all the same.
     """
@@ -142,7 +147,8 @@ def finish_run(
         elif status.counts_as_failure:
             failures += 1
             due = retry_at(job.schedule, job.retry_delays, failures, slot, started)
-            values.update(consecutive_failures=failures, next_retry_at=due)
+            values.update(consecutive_failures=failures, next_retry_at=due, last_failure_at=finished,
+                          last_failure_error=error)
         else:
             due = row["next_retry_at"] if failures else next_due(job.schedule, DueState(last_slot_at=slot))
         slots.settle(conn, job.name, run_id, status, slot)
@@ -155,16 +161,28 @@ def finish_run(
 HISTORY_PRUNE_BATCH = 1_000  # history rows deleted per transaction (at most)
 
 
-def prune_history(engine: Engine, job: str, before: datetime) -> int:
-    """Delete the job's finished runs started before `before`, HISTORY_PRUNE_BATCH rows per transaction at
-    most (keyset on started_at and id: a backlog of ties, e.g. after shortening the retention, stays bounded)."""
+_SUCCEEDED, _RUNNING = RunStatus.SUCCEEDED.value, RunStatus.RUNNING.value
+
+
+def prune_history(engine: Engine, job: str, now: datetime, policy: HistoryPolicy, *, spare: int | None = None) -> int:
+    """Delete the job's finished runs past their outcome's retention: succeeded runs started before
+    now − keep_succeeded, every other finished run before now − keep_failed. A `running` row is never
+    deleted, nor `spare` (the run that just finished: one that outlasted its retention started before the
+    cutoff). HISTORY_PRUNE_BATCH rows per transaction at most (keyset on started_at and id: a backlog of
+    ties, e.g. after shortening the retention, stays bounded)."""
+    mine = [runs.c.job_name == job] + ([runs.c.id != spare] if spare is not None else [])
+    return (_prune(engine, [*mine, runs.c.status == _SUCCEEDED], now - policy.keep_succeeded)
+            + _prune(engine, [*mine, runs.c.status.notin_((_SUCCEEDED, _RUNNING))], now - policy.keep_failed))
+
+
+def _prune(engine: Engine, where: list[Any], before: datetime) -> int:
     from .batches import oldest_first
 
     deleted, after = 0, None
     while True:
         with engine.begin() as conn:
             n, after = oldest_first(conn, runs, runs.c.started_at, runs.c.id, before, HISTORY_PRUNE_BATCH, after,
-                                    where=[runs.c.job_name == job, runs.c.status != RunStatus.RUNNING.value])
+                                    where=where)
         deleted += n
         if after is None:
             return deleted
@@ -179,7 +197,7 @@ def kept(job: JobConfig, status: RunStatus, trigger: Trigger, counts: dict[str, 
     The row is still inserted when the run starts, so a crash leaves its `running` row to be reaped as
     `abandoned`; only a finished idle run's row is deleted.
     """
-    if job.history == "all" or status is not RunStatus.SUCCEEDED or trigger is not Trigger.SCHEDULED:
+    if job.history.runs == "all" or status is not RunStatus.SUCCEEDED or trigger is not Trigger.SCHEDULED:
         return True
     return any(counts.values())
 
@@ -249,10 +267,14 @@ def all_states(engine: Engine, seen: Iterable[str] = (), now: datetime | None = 
     return states
 
 
-def history(engine: Engine, job: str | None, limit: int) -> list[RowMapping]:
+def history(engine: Engine, job: str | None, limit: int, *, failed: bool = False) -> list[RowMapping]:
+    """The most recent runs, newest first; failed=True: only the finished runs that did not succeed (those
+    `keep_failed` keeps)."""
     query = select(runs).order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(limit)
     if job:
         query = query.where(runs.c.job_name == job)
+    if failed:
+        query = query.where(runs.c.status.notin_((_SUCCEEDED, _RUNNING)))
 
     require(engine, writes=False)
     with engine.connect() as conn:

@@ -71,7 +71,7 @@ def test_an_unknown_history_value_is_a_configuration_error(workspace, cli) -> No
 
 def test_a_run_that_dies_before_its_outcome_is_still_reaped_as_abandoned(engine) -> None:
     job = load({}, builtin_specs(), environ={}).job(JOB)
-    assert job.history == "work"
+    assert job.history.runs == "work"
     run_id = tracking.start_run(engine, job, Trigger.SCHEDULED, T0, socket.gethostname(), 1)
     assert tracking.reap_abandoned(engine, job, T0 + timedelta(minutes=1)) == 1
     [row] = tracking.history(engine, JOB, 10)

@@ -75,11 +75,12 @@ def status(app: App) -> StatusView:
     return StatusView(app.config.safe_database_url, jobs, sections)
 
 
-def history(app: App, job: str | None, limit: int) -> list[dict[str, Any]]:
-    """The most recent runs, newest first (of one job or queue task, or all), with their counts decoded."""
+def history(app: App, job: str | None, limit: int, *, failed: bool = False) -> list[dict[str, Any]]:
+    """The most recent runs, newest first (of one job or queue task, or all), with their counts decoded;
+    failed=True: only the runs that did not succeed."""
     from .. import tracking
 
     if job is not None:
         known_job(app, job, runs=True)
-    rows = retried(app, lambda: tracking.history(app.engine, job, limit), "reading the history")
+    rows = retried(app, lambda: tracking.history(app.engine, job, limit, failed=failed), "reading the history")
     return [{**dict(r), "counts": json.loads(r["counts"]) if r["counts"] else {}} for r in rows]
