@@ -186,3 +186,12 @@ def test_every_form_of_the_history_key_is_read() -> None:
 
 def _status(cli, ws) -> dict:
     return {j["name"]: j for j in json.loads(cli(ws, "status", "--json").stdout)["jobs"]}[JOB]
+
+
+def test_the_readme_history_example_loads() -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    [block] = re.findall(r"```toml\n(\[jobs\.email-queue\.history\].*?)```", readme, re.S)
+    assert _policy(block)["email-queue"] == HistoryPolicy("work", timedelta(days=3), timedelta(days=30))

@@ -77,7 +77,8 @@ def build(config: Config, states: Mapping[str, Any], run_counts: Mapping[tuple[s
     processed = Family("cronwarden_job_history_items", "gauge",
                        "Items processed (the sum of a run's counters) by the runs still in the history table.")
     retention = Family("cronwarden_history_retention_seconds", "gauge",
-                       "How long the history table keeps runs ([history] retention).")
+                       "The longest the history table keeps a run by default ([history] keep_succeeded and "
+                       "keep_failed; a job's own history keys may differ).")
     for job in assess(config, states, now):
         name = job.name
         enabled.add(int(job.enabled), job_name=name)
