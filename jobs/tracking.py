@@ -169,23 +169,25 @@ def prune_history(engine: Engine, job: str, now: datetime, policy: HistoryPolicy
     now − keep_succeeded, every other finished run before now − keep_failed. A `running` row is never
     deleted, nor `spare` (the run that just finished: one that outlasted its retention started before the
     cutoff). HISTORY_PRUNE_BATCH rows per transaction at most (keyset on started_at and id: a backlog of
-    ties, e.g. after shortening the retention, stays bounded)."""
-    mine = [runs.c.job_name == job] + ([runs.c.id != spare] if spare is not None else [])
-    return (_prune(engine, [*mine, runs.c.status == _SUCCEEDED], now - policy.keep_succeeded)
-            + _prune(engine, [*mine, runs.c.status.notin_((_SUCCEEDED, _RUNNING))], now - policy.keep_failed))
-
-
-def _prune(engine: Engine, where: list[Any], before: datetime) -> int:
+    ties, e.g. after shortening the retention, stays bounded); both outcomes share a transaction while it
+    has room, so a run with nothing to prune costs one transaction, as before retention by outcome."""
     from .batches import oldest_first
 
+    mine = [runs.c.job_name == job] + ([runs.c.id != spare] if spare is not None else [])
+    todo = [([*mine, runs.c.status == _SUCCEEDED], now - policy.keep_succeeded),
+            ([*mine, runs.c.status.notin_((_SUCCEEDED, _RUNNING))], now - policy.keep_failed)]
     deleted, after = 0, None
-    while True:
+    while todo:
         with engine.begin() as conn:
-            n, after = oldest_first(conn, runs, runs.c.started_at, runs.c.id, before, HISTORY_PRUNE_BATCH, after,
-                                    where=where)
-        deleted += n
-        if after is None:
-            return deleted
+            room = HISTORY_PRUNE_BATCH
+            while todo and room > 0:
+                where, before = todo[0]
+                n, after = oldest_first(conn, runs, runs.c.started_at, runs.c.id, before, room, after, where=where)
+                deleted, room = deleted + n, room - n
+                if after is not None:
+                    break  # this outcome has more: the next transaction goes on from `after`
+                todo.pop(0)
+    return deleted
 
 
 def kept(job: JobConfig, status: RunStatus, trigger: Trigger, counts: dict[str, int]) -> bool:
