@@ -111,6 +111,9 @@ def history(
         drop_first=("host", "trigger", "duration", "items", "error", "run", "started"),
         times=("started",),
     )
+    if failed and not rows and not _state(ctx).quiet:
+        render.line("no run that did not succeed is kept in the history; `cronwarden status` shows each job's "
+                    "last failure, whatever the history's retention")
     return exit_codes.EX_OK
 
 

@@ -95,6 +95,7 @@ def test_the_last_failure_and_the_streak_outlive_the_history(workspace, engine, 
     with time_machine.travel(NOW + timedelta(hours=5), tick=False):
         assert cli(workspace, JOB).exit_code == 0
         assert json.loads(cli(workspace, "history", JOB, "--json").stdout)["runs"] == []
+        assert "`cronwarden status` shows each job's last failure" in cli(workspace, "history", JOB, "--failed").stdout
         state = _status(cli, workspace)
         plain = cli(workspace, "status").stdout
     assert state["state"] == "ok" and state["consecutive_failures"] == 0
