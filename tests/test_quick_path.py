@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MYSQL_ADMIN_URL, PG_ADMIN_URL, Workspace
+from tests.conftest import Workspace
 
 JOB = "refresh-token-cleanup"
 FRONT = ("import os, sys\nfrom cli.front import main\ncode = main(sys.argv[1:])\n"
@@ -27,7 +27,7 @@ FRONT = ("import os, sys\nfrom cli.front import main\ncode = main(sys.argv[1:])\
          "         if m in sys.modules]\n"
          "open(os.environ['QUICK_MARK'], 'w').write(','.join(heavy))\n"
          "raise SystemExit(code)\n")
-ADMIN = {"sqlite": None, "postgres": PG_ADMIN_URL, "mariadb": MYSQL_ADMIN_URL}
+SERVER = {"postgres": "pg_database", "mariadb": "mysql_database"}
 HEAVY = {"sqlalchemy", "typer", "click", "pydantic", "rich"}
 DRIVER = {"sqlite": set(), "postgres": {"psycopg"}, "mariadb": {"pymysql"}}
 # state -> (databases where it applies, decided by the quick path?)
@@ -56,8 +56,9 @@ def _engine(url: str):
     return make_engine(url)
 
 
-def _prepare(ws: Workspace, state: str, db: str, run_due: bool = False) -> None:
-    """Put one workspace in the state (the same steps for both workspaces of a case)."""
+def _prepare(ws: Workspace, state: str, db: str, cli, run_due: bool = False) -> None:
+    """Put one workspace in the state (the same steps for both workspaces of a case), with the full CLI in
+    this process."""
     from sqlalchemy import update
 
     from jobs.app_tables import create_default_tables
@@ -83,14 +84,13 @@ def _prepare(ws: Workspace, state: str, db: str, run_due: bool = False) -> None:
 
     upgrade(eng)
     create_default_tables(eng)
-    full = ws.env(CRONWARDEN_QUICK_PATH="off")
     now = datetime.now(timezone.utc)
     if run_due:
-        assert ws.run("log-cleanup", env=full).returncode == 0
+        assert cli(ws, "log-cleanup").exit_code == 0
     if state in ("not_due", "due", "backoff", "paused", "older_schema"):
-        assert ws.run(JOB, env=full).returncode == 0
+        assert cli(ws, JOB).exit_code == 0
     if state == "paused":
-        assert ws.run("pause", JOB, env=full).returncode == 0
+        assert cli(ws, "pause", JOB).exit_code == 0
     with eng.begin() as conn:
         if state == "older_schema":
             from jobs.models import schema_version
@@ -166,10 +166,10 @@ def _invoke(ws: Workspace, args: tuple[str, ...], quick: bool, mark: Path) -> tu
 
 
 @pytest.mark.parametrize(("state", "db"), CASES, ids=[f"{s}-{d}" for s, d in CASES])
-def test_quick_path_decides_as_the_full_cli(state: str, db: str, tmp_path: Path,
-                                            request: pytest.FixtureRequest) -> None:
+def test_quick_path_decides_as_the_full_cli(state: str, db: str, tmp_path: Path, request: pytest.FixtureRequest,
+                                            cli) -> None:
     args = ("no-such-job",) if state == "unknown_job" else (JOB, "--json")
-    _compare(state, db, args, tmp_path, request)
+    _compare(state, db, args, tmp_path, request, cli)
 
 
 RUN_DUE = [(state, db) for state in ("not_due", "paused", "locked", "due") for db in ("sqlite", "postgres", "mariadb")]
@@ -177,13 +177,14 @@ RUN_DUE = [(state, db) for state in ("not_due", "paused", "locked", "due") for d
 
 @pytest.mark.parametrize(("state", "db"), RUN_DUE, ids=[f"{s}-{d}" for s, d in RUN_DUE])
 def test_quick_run_due_decides_as_the_full_cli(state: str, db: str, tmp_path: Path,
-                                               request: pytest.FixtureRequest) -> None:
+                                               request: pytest.FixtureRequest, cli) -> None:
     """run-due with refresh-token-cleanup in the state and log-cleanup not due: one report per job."""
-    _compare(state, db, ("run-due", "--json"), tmp_path, request, run_due=True)
+    _compare(state, db, ("run-due", "--json"), tmp_path, request, cli, run_due=True)
 
 
-def _compare(state: str, db: str, args: tuple[str, ...], tmp_path: Path, request: pytest.FixtureRequest,
+def _compare(state: str, db: str, args: tuple[str, ...], tmp_path: Path, request: pytest.FixtureRequest, cli,
              run_due: bool = False) -> None:
+    """The two paths one after the other, each on the database emptied (this test process's own, on a server)."""
     outcomes, rows, marks = [], [], []
     for quick in (True, False):
         where = tmp_path / ("quick" if quick else "full")
@@ -191,13 +192,11 @@ def _compare(state: str, db: str, args: tuple[str, ...], tmp_path: Path, request
         if db == "sqlite":
             url = f"sqlite:///{where / 'cronwarden.db'}"
         else:
-            from tests.databases import ServerDatabase
-
-            database = ServerDatabase(ADMIN[db])
-            request.addfinalizer(database.drop)
+            database = request.getfixturevalue(SERVER[db])
+            database.empty()
             url = database.url
         ws = Workspace(where, url)
-        _prepare(ws, state, db, run_due)
+        _prepare(ws, state, db, cli, run_due)
         held = _hold_lock(ws, state)
         try:
             outcomes.append(_invoke(ws, args, quick, where / "mark"))

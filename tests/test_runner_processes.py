@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from contextlib import contextmanager
+from datetime import timedelta
 
 import pytest
+from sqlalchemy import select, update
 
 from jobs.clock import utcnow
-from tests.app_data import add_tokens, count_tokens
+from jobs.models import executions
+from tests.app_data import add_tokens, count_tokens, tokens
 
 pytestmark = pytest.mark.slow
 
@@ -22,30 +25,56 @@ def _history(ws) -> list[dict]:
     return json.loads(ws.run("history", "--json").stdout)["runs"]
 
 
+@contextmanager
+def _holding_the_rows(engine):
+    """A transaction of the application's that holds what the cleanup's first write needs (the expired tokens'
+    row locks; on SQLite, the database's write lock), until the block ends."""
+    if engine.dialect.name == "sqlite":
+        conn = sqlite3.connect(engine.url.database, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            conn.rollback()
+            conn.close()
+        return
+    with engine.connect() as conn, conn.begin():
+        conn.execute(select(tokens.c.id).where(tokens.c.token_hash.like("old%")).with_for_update()).all()
+        yield
+
+
 def test_sixteen_concurrent_ticks_make_exactly_one_run_and_no_loser_waits(workspace, engine):
-    # The winner's run (2,000 transactions) lasts far longer than a loser needs to find the lock taken
-    # and exit, so a loser that ends after the winner can only have waited for it.
-    add_tokens(engine, utcnow(), expired=4000, fresh=100)
-    workspace.write_config('[jobs.refresh-token-cleanup]\nbatch_size = 2\n')
+    """Sixteen ticks started together while the application holds the rows: the winner waits for them, holding
+    the job's lock, until the other fifteen have exited; a loser that waited for the lock instead of exiting
+    could never end, and the deadline fails the test."""
+    assert workspace.run("refresh-token-cleanup").returncode == 0  # a job seen before, due again: the losers'
+    with engine.begin() as conn:  # decision is the quick path's, as at every tick after the first
+        conn.execute(update(executions).values(schedule_slot_at=utcnow() - timedelta(days=3)))
+    add_tokens(engine, utcnow(), expired=100, fresh=10)
+    args = [sys.executable, "-m", "cli", "refresh-token-cleanup", "--json"]
     env = workspace.env()
-
-    def tick() -> tuple[int, dict, float]:
-        proc = subprocess.run([sys.executable, "-m", "cli", "refresh-token-cleanup", "--json"],
-                              cwd=workspace.path, env=env, capture_output=True, text=True, timeout=300)
-        return proc.returncode, json.loads(proc.stdout), time.time()
-
-    with ThreadPoolExecutor(16) as pool:
-        results = list(pool.map(lambda _: tick(), range(16)))
-    assert [code for code, _, _ in results] == [0] * 16
-    statuses = [report["status"] for _, report, _ in results]
-    assert statuses.count("succeeded") == 1, statuses
-    assert set(statuses) <= {"succeeded", "locked", "not_due"}
+    with _holding_the_rows(engine):
+        procs = [subprocess.Popen(args, cwd=workspace.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(16)]
+        try:
+            deadline = time.monotonic() + 60
+            while sum(p.poll() is not None for p in procs) < 15:
+                assert time.monotonic() < deadline, "fewer than 15 ticks ended while the winner ran: a loser waited"
+                time.sleep(0.05)
+            winners = [p for p in procs if p.poll() is None]
+            assert len(winners) == 1, [p.communicate() for p in procs if p.poll() is not None]
+        except BaseException:
+            for p in procs:
+                p.kill()
+            raise
+    outputs = {p.pid: p.communicate(timeout=60) for p in procs}
+    assert [p.returncode for p in procs] == [0] * 16, [err for _, err in outputs.values()]
+    reports = {pid: json.loads(out) for pid, (out, _) in outputs.items()}
+    assert reports[winners[0].pid]["status"] == "succeeded"
+    assert sorted(r["status"] for pid, r in reports.items() if pid != winners[0].pid) == ["locked"] * 15
     runs = _history(workspace)
-    assert len(runs) == 1 and runs[0]["status"] == "succeeded"
-    winner_end = datetime.fromisoformat(runs[0]["finished_at"]).replace(tzinfo=timezone.utc).timestamp()
-    losers_end = [ended for _, report, ended in results if report["status"] == "locked"]
-    assert all(ended < winner_end for ended in losers_end), "a loser waited for the winner"
-    assert count_tokens(engine, "old") == 0 and count_tokens(engine, "new") == 100
+    assert [(r["status"], r["pid"]) for r in runs] == [("succeeded", winners[0].pid)]  # the first found no work
+    assert count_tokens(engine, "old") == 0 and count_tokens(engine, "new") == 10
 
 
 def _start_slow_cleanup(workspace, engine):

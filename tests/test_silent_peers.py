@@ -49,7 +49,7 @@ def test_a_silent_database_exits_75_with_one_line_within_the_retry_budget(sqlite
     assert silent_server.accepted, "the CLI never reached the silent server"
 
 
-@pytest.mark.slow
+@pytest.mark.reliability  # half a minute of waiting each: the short-settings test above covers the behaviour
 @pytest.mark.parametrize("database", DATABASES)
 def test_with_the_default_settings_a_silent_database_ends_the_run_within_60_seconds(sqlite_workspace, silent_server,
                                                                                    database):
@@ -88,7 +88,7 @@ def test_a_silent_pushgateway_is_a_warning_and_the_run_succeeds(sqlite_workspace
     assert elapsed <= PUSH_TIMEOUT + SLACK, elapsed
 
 
-@pytest.mark.slow
+@pytest.mark.reliability  # the default ping budget, twice: twenty seconds of waiting
 def test_a_silent_dead_man_monitor_is_a_warning_and_the_run_succeeds(sqlite_workspace, silent_server):
     from jobs.observe.pings import PingObserver
 

@@ -57,8 +57,9 @@ def test_two_hosts_whose_file_locks_do_not_see_each_other_run_the_slot_once(tmp_
     engine = create_engine(_sync(db_url))
     # SQLite's writers take turns, and its busy handler is not fair: the first run pauses between its batches,
     # or the second would wait for its write lock until the first is done
-    first = ws.popen("test-sleeper", "--batches", "60", "--batch-seconds", "0.05", "--pause-seconds", "0.25", "--json",
-                     env=ws.env(CRONWARDEN_LOCK_DIR=str(tmp_path / "host-a")))
+    release = tmp_path / "release"  # the first run lasts until the test has seen the second one refused
+    first = ws.popen("test-sleeper", "--batches", "100", "--batch-seconds", "0.05", "--pause-seconds", "0.25",
+                     "--release-file", str(release), "--json", env=ws.env(CRONWARDEN_LOCK_DIR=str(tmp_path / "host-a")))
     try:
         _wait_for_batch(engine, first)
         second = ws.run("test-sleeper", "--batches", "200", "--batch-seconds", "0.1", "--json",
@@ -67,6 +68,7 @@ def test_two_hosts_whose_file_locks_do_not_see_each_other_run_the_slot_once(tmp_
         assert first.poll() is None, "the first run ended before the second started: nothing was tested"
         assert second.returncode == 0 and refused["status"] == "duplicate_slot", second.stderr
         assert "already claimed by run" in refused["error"] and refused["counts"] == {}
+        release.touch()
         out, err = first.communicate(timeout=60)
         assert first.returncode == 0 and json.loads(out)["status"] == "succeeded", err
         assert {pid for _, pid in _side_effects(engine)} == {first.pid}, "the refused run touched the data"
@@ -161,18 +163,20 @@ def test_a_lease_broken_by_unlock_lets_in_a_second_holder_the_database_refuses(r
     ws = Workspace(tmp_path, url, plugins=True).upgrade()
     ws.write_config('[locks]\nbackend = "lease"\nlease_ttl = "120s"\n' + YEARLY)
     engine = create_engine(_sync(url))
-    first = ws.popen("test-sleeper", "--batches", "1", "--batch-seconds", "15", "--json")
+    release = tmp_path / "release"  # the first run's batch lasts until the second holder has been refused
+    first = ws.popen("test-sleeper", "--batches", "1", "--batch-seconds", "60", "--release-file", str(release), "--json")
     try:
         deadline = time.monotonic() + 60
         while ("enter", first.pid) not in _side_effects(engine):
             assert time.monotonic() < deadline and first.poll() is None, first.communicate(timeout=10)
             time.sleep(0.05)
-        time.sleep(1.2)  # inside its 15 s batch, and past its 1 s retry delay
+        time.sleep(1.2)  # inside its batch, and past its 1 s retry delay
         broken = ws.run("unlock", "test-sleeper")
         assert broken.returncode == 0 and "lease broken" in broken.stdout, broken.stderr
         second = ws.run("test-sleeper", "--batches", "1", "--batch-seconds", "0", "--json")
         assert first.poll() is None, "the first run ended before the second started: nothing was tested"
         assert second.returncode == 0 and json.loads(second.stdout)["status"] == "duplicate_slot", second.stderr
+        release.touch()
         out, err = first.communicate(timeout=60)
         assert first.returncode == 1 and "lost the lease" in json.loads(out)["error"], err
         assert _side_effects(engine) == [("enter", first.pid)], "only the first run's entry: its batch rolled back"

@@ -51,13 +51,13 @@ def at_terminal(ws: Workspace, columns: int, *args: str) -> list[str]:
 
 
 @pytest.fixture
-def busy(workspace: Workspace) -> Workspace:
-    """Every job with a history: successes, and a failure with a long error."""
+def busy(workspace: Workspace, cli) -> Workspace:
+    """Every job with a history: successes, and a failure with a long error (made in this process)."""
     refusing_table(workspace.db_url, "tokens_that_refuse_to_go_with_a_long_name")
     workspace.write_config('[jobs.refresh-token-cleanup]\ntable = "tokens_that_refuse_to_go_with_a_long_name"\n'
                            '[jobs.admin-seed]\nenabled = false\n')
     for job in ("refresh-token-cleanup", "ip-anonymization", "email-queue", "log-cleanup"):
-        workspace.run(job, "--force", env=workspace.env(CRONWARDEN_SMTP_PASSWORD=""))
+        cli(workspace, job, "--force", env={"CRONWARDEN_SMTP_PASSWORD": ""})
     return workspace
 
 

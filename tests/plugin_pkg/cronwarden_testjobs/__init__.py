@@ -32,6 +32,8 @@ class SleeperSettings:
     batch_seconds: float = setting(0.2, min=0, cli=True, help="Seconds each batch holds its transaction.")
     shared_row: bool = setting(False, help="Each batch updates one row every run shares, and holds its row lock.")
     pause_seconds: float = setting(0.0, min=0, cli=True, help="Seconds between batches, outside any transaction.")
+    release_file: str = setting("", cli=True, help="Once this file exists, batches and pauses end at once: a test "
+                                                  "holds the run exactly as long as it needs.")
 
 
 def _record(conn, job: str, event: str, batch: int = 0) -> None:
@@ -43,17 +45,27 @@ def sleeper(ctx: JobContext, s: SleeperSettings) -> None:
     """Enters, sleeps inside each batch's transaction, exits: all recorded in side_effects."""
     ctx.in_transaction(_record, ctx.job, "enter")
     for n in range(1, s.batches + 1):
-        ctx.in_transaction(_sleep_batch, ctx.job, n, s.batch_seconds, s.shared_row, tally=lambda _: {"batches": 1})
-        time.sleep(s.pause_seconds)
+        ctx.in_transaction(_sleep_batch, ctx.job, n, s.batch_seconds, s.shared_row, s.release_file,
+                           tally=lambda _: {"batches": 1})
+        _wait(s.pause_seconds, s.release_file)
     ctx.in_transaction(_record, ctx.job, "exit")
 
 
-def _sleep_batch(conn, job: str, n: int, seconds: float, shared_row: bool = False) -> None:
+def _sleep_batch(conn, job: str, n: int, seconds: float, shared_row: bool = False, release_file: str = "") -> None:
     _record(conn, job, "batch", n)
     if shared_row and conn.execute(update(side_shared).where(side_shared.c.id == 1)
                                    .values(n=side_shared.c.n + 1)).rowcount == 0:
         conn.execute(insert(side_shared).values(id=1, n=1))
-    time.sleep(seconds)
+    _wait(seconds, release_file)
+
+
+def _wait(seconds: float, release_file: str) -> None:
+    """Sleep `seconds`, or less once `release_file` exists."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if release_file and os.path.exists(release_file):
+            return
+        time.sleep(min(0.02, max(0.0, end - time.monotonic())))
 
 
 @dataclass(frozen=True)
