@@ -27,7 +27,7 @@ DEFAULT_DATABASE_URL = "sqlite:///cronwarden.db"  # the embedded default: the on
 DEFAULT_RETRY_DELAYS = (timedelta(seconds=60), timedelta(seconds=300), timedelta(seconds=900))
 LOCK_BACKENDS = ("auto", "file", "postgres", "mysql", "lease")
 COMMON_JOB_KEYS = ("enabled", "interval", "cron", "timezone", "retry_delays", "timeout", "grace", "ping_url",
-                   "history")
+                   "history", "jitter")
 HOST_LOSS_MIN, HOST_LOSS_MAX = timedelta(seconds=8), timedelta(hours=1)  # 8 s: 1 s idle + 3 probes 1 s apart
 _TOP_KEYS = ("database_url", "locks", "retry", "history", "jobs")
 
@@ -69,6 +69,7 @@ class JobConfig:
     settings: Any
     ping_url: str | None = None
     history: retention.HistoryPolicy = retention.HistoryPolicy()  # which runs keep a row, and how long
+    jitter: timedelta = timedelta(0)  # a scheduled run waits up to this long before it starts (jobs.jitter)
 
     @property
     def name(self) -> str:
@@ -283,7 +284,25 @@ def _job(spec: JobSpec, table: dict[str, Any], env: Mapping[str, str],
     job_settings = settings_mod.build(spec.settings, own, where, env)
     history = retention.for_job(table.get("history"), where, history_default, _duration)
     return JobConfig(spec, enabled, schedule, delays, timeout_td, grace, job_settings, _ping_url(table, where),
-                     history)
+                     history, jitter=_jitter(table, schedule, where))
+
+
+def _jitter(table: Mapping[str, Any], schedule: Schedule, where: str) -> timedelta:
+    """`jitter`, shorter than the schedule's period: a delay that could reach the next slot would merge two."""
+    if "jitter" not in table:
+        return timedelta(0)
+    jitter = _duration(table["jitter"], f"{where} jitter", allow_zero=True)
+    if not jitter:
+        return jitter
+    period = schedule.period()  # sampled only for a job that sets jitter
+    if period is None:
+        raise ConfigError(f"{where} jitter: only applies to a recurring schedule (interval or cron)")
+    if jitter >= period:
+        from .schedule import format_duration
+
+        raise ConfigError(f"{where} jitter: must be shorter than the schedule's period "
+                          f"({format_duration(period)}), got {table['jitter']!r}")
+    return jitter
 
 
 def _ping_url(table: Mapping[str, Any], where: str) -> str | None:

@@ -1,6 +1,6 @@
 """The pipeline of one invocation, and the only module that knows the order of the steps:
 
-config (already valid) → enabled → due (cheap, no lock) → signals → lock →
+config (already valid) → enabled → due (cheap, no lock) → signals → jitter (scheduled runs) → lock →
 reap abandoned runs → due again (authoritative) → the job's tables (once) → record start and claim the
 schedule slot (jobs.slots: a slot another run holds ends here as `duplicate_slot`) → run in bounded
 transactions → record outcome → report.
@@ -15,7 +15,7 @@ from contextlib import ExitStack
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import clock, execution, signals, slots, tracking
+from . import clock, execution, jitter, signals, slots, tracking
 from .context import JobContext
 from .due import LOCKED_MESSAGE, skip
 from .errors import ConfigError, DatabaseUnavailable, Interrupted, one_line
@@ -56,6 +56,9 @@ def _run_job(app: App, name: str, trigger: Trigger, *, dry_run: bool, settings: 
     _validate(job, settings)
     with ExitStack() as stack:
         stop = stack.enter_context(signals.graceful_stop())
+        stop.check()  # a --for loop asked to stop (jobs.ticking): no new run
+        if trigger is Trigger.SCHEDULED:
+            jitter.wait(job, row, stop)
         held = stack.enter_context(_holding(app, job))
         if held is None:
             job_logger(name, None).info(LOCKED_MESSAGE)

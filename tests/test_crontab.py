@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 from cronsim import CronSim, CronSimError
@@ -145,81 +144,59 @@ def test_one_shot_admin_seed_is_not_scheduled_but_shown_for_deploy(capsys):
 
 def test_run_due_alternative_is_shown_commented_out():
     commented = [args for _, _, command in _commented_cron_entries() for args in shell_invocations(command)]
-    assert ["--quiet", "run-due"] in commented
+    assert ["--quiet", "run-due", "--for", "55s"] in commented
     assert "run-due" not in _invocations_by_command()
+
+
+def _for_window(args: list[str]) -> timedelta | None:
+    """The `--for` window of a cronwarden invocation, if it has one."""
+    from jobs.schedule import parse_duration
+
+    for i, arg in enumerate(args):
+        if arg == "--for" and i + 1 < len(args):
+            return parse_duration(args[i + 1])
+        if arg.startswith("--for="):
+            return parse_duration(arg.partition("=")[2])
+    return None
 
 
 def test_each_job_ticks_at_least_as_often_as_its_schedule():
     by_command = _invocations_by_command()
     for job, period in recurring_jobs().items():
-        for schedule, _, command in by_command[job]:
+        for schedule, args, _ in by_command[job]:
             if period < timedelta(minutes=1):
-                assert re.search(r"\b(for|while)\b", command), f"{job} runs every {period}: its line must loop"
+                assert _for_window(args) is not None, f"{job} runs every {period}: its line must tick with --for"
             else:
                 assert _longest_gap(schedule) <= period, f"{job}: {schedule} ticks less often than {period}"
 
 
-def _sub_minute_lines() -> list[tuple[str, timedelta, str]]:
+def _sub_minute_lines() -> list[tuple[str, timedelta, list[str], str]]:
     by_command = _invocations_by_command()
-    found = [(job, period, command) for job, period in recurring_jobs().items() if period < timedelta(minutes=1)
-             for schedule, _, command in by_command[job]]
+    found = [(job, period, args, command) for job, period in recurring_jobs().items()
+             if period < timedelta(minutes=1) for schedule, args, command in by_command[job]]
     assert found
-    for job, _, command in found:
+    for job, _, _, command in found:
         assert all(_longest_gap(s) == timedelta(minutes=1) for s, _, c in by_command[job] if c == command), \
-            f"{job}: the loop must start every minute"
+            f"{job}: the line must start every minute"
     return found
 
 
-def _slots(command: str) -> list[int]:
-    found = re.search(r"\bfor slot in ([\d ]+);", command)
-    assert found, f"not a loop over the minute's slots: {command}"
-    return [int(n) for n in found.group(1).split()]
+def test_sub_minute_job_ticks_until_just_before_the_next_minutes_line():
+    """The window leaves no slot of the minute unserved (at least 60 s minus the period) and ends before the
+    next minute's process starts."""
+    for job, period, args, _ in _sub_minute_lines():
+        window = _for_window(args)
+        assert window is not None and timedelta(minutes=1) - period <= window < timedelta(minutes=1), \
+            f"{job}: --for {window} leaves slots unserved or overlaps the next minute"
 
 
-def test_sub_minute_job_runs_on_every_slot_of_its_period_within_the_minute():
-    for job, period, command in _sub_minute_lines():
-        step = int(period.total_seconds())
-        assert _slots(command) == list(range(0, 60, step)), f"{job}: one call per {step}-second slot"
-
-
-@pytest.fixture
-def recording_cronwarden(tmp_path):
-    """A `cronwarden` on PATH that appends `<epoch seconds> <args>` per call; SLOW_FIRST=2 makes the first slow."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    script = bin_dir / "cronwarden"
-    script.write_text(
-        "#!/bin/sh\n"
-        'echo "$(date +%s.%N) $*" >> "$CALLS"\n'
-        'if [ -n "${SLOW_FIRST:-}" ] && [ "$(wc -l < "$CALLS")" -eq 1 ]; then sleep "$SLOW_FIRST"; fi\n',
-        encoding="utf-8",
-    )
-    script.chmod(0o755)
-    return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(tmp_path / "calls"), "START": str(tmp_path / "start")}
-
-
-LAG = 0.3  # from a loop's wake-up to the stand-in's clock reading, on a busy machine
-
-
-def _run_loop_shortened(command: str, env: dict[str, str], slots: str) -> list[float]:
-    """The real line under bash with its slots in seconds instead of tens of seconds: when each call
-    came, in seconds from the whole second the line started in (which bash's SECONDS counts from)."""
-    line = re.sub(r"\bfor slot in [\d ]+;", f"for slot in {slots};", command)
-    script = 'echo "$EPOCHSECONDS" > "$START"; ' + line
-    subprocess.run(["bash", "-c", script], env={**os.environ, **env}, check=True, timeout=30)
-    start = int(Path(env["START"]).read_text())
-    return [float(line.split()[0]) - start for line in Path(env["CALLS"]).read_text().splitlines()]
-
-
-@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
-def test_the_email_loop_calls_at_the_start_of_each_slot_and_skips_a_slot_a_slow_call_overran(recording_cronwarden):
-    (_, _, command), = _sub_minute_lines()
-    timed = _run_loop_shortened(command, recording_cronwarden, "0 1 2 3")
-    assert len(timed) == 4 and all(slot <= at < slot + 1 + LAG for slot, at in enumerate(timed)), timed
-    Path(recording_cronwarden["CALLS"]).unlink()
-    late = _run_loop_shortened(command, {**recording_cronwarden, "SLOW_FIRST": "2.2"}, "0 1 2 3")
-    assert late[0] < 1 + LAG and all(at >= 2 for at in late[1:]), f"slot 1 was not skipped: {late}"
-    assert 3 <= late[-1] < 4 + LAG and len(late) in (2, 3), late
+def test_sub_minute_line_is_not_cut_short_by_its_timeout():
+    for job, _, args, command in _sub_minute_lines():
+        words = next(w for w in simple_commands(command) if "cronwarden" in w)
+        duration = [o for o in _timeout_words(words)[1:] if not o.startswith("-")][0]
+        window = _for_window(args)
+        assert window is not None and _seconds(duration) > window.total_seconds() + 30, \
+            f"{job}: timeout {duration} would stop the loop or its last run (smtp_timeout 30 s)"
 
 
 def _timeout_words(words: list[str]) -> list[str]:

@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import copy
 import functools
-import os
 import re
 import shutil
-import signal
 import subprocess
-import time
 import tomllib
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,7 +38,7 @@ K8S = REPO / "k8s-cronjobs"
 KUBERNETES_VERSIONS = ("1.31", "1.37")
 IMAGE_REPOSITORY = "registry.example.com/cronwarden"
 RENDERED_KEYS = {"apiVersion", "kind", "resources", "labels", "images"}
-LOOP_ENV = ("EMAIL_QUEUE_WINDOW", "EMAIL_QUEUE_EVERY")
+POD_START = timedelta(seconds=5)  # from a CronJob's tick to cronwarden running in its pod, with room
 
 
 def _documents(path: Path) -> list[dict[str, Any]]:
@@ -133,9 +129,17 @@ def _cronjob_for(job: str) -> dict[str, Any]:
     return found[0]
 
 
-def _loop_script(obj: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
-    container = _pod_spec(obj)["containers"][0]
-    return container["command"] + container["args"], _env(container)
+def _for_window(obj: dict[str, Any]) -> timedelta | None:
+    """The `--for` window of the CronJob's cronwarden command, if it has one."""
+    from jobs.schedule import parse_duration
+
+    (args,) = _cronwarden_args(_pod_spec(obj)["containers"][0])
+    for i, arg in enumerate(args):
+        if arg == "--for" and i + 1 < len(args):
+            return parse_duration(args[i + 1])
+        if arg.startswith("--for="):
+            return parse_duration(arg.partition("=")[2])
+    return None
 
 
 def _config_text() -> str:
@@ -280,22 +284,27 @@ def test_cronjob_schedules_parse_and_tick_at_least_as_often_as_the_job_is_due():
         if period >= timedelta(minutes=1):
             assert gap <= period, f"{job}: ticks every {gap}, due every {period}"
         else:
-            _, env = _loop_script(cronjob)
-            assert gap == timedelta(minutes=1), f"{job}: the loop must start every minute"
-            assert int(env["EMAIL_QUEUE_EVERY"]) <= period.total_seconds(), job
+            assert gap == timedelta(minutes=1), f"{job}: the --for process must start every minute"
+            assert _for_window(cronjob) is not None, f"{job} runs every {period}: it must tick with --for"
     check = _cronjob_for("check")
     CronSim(check["spec"]["schedule"], datetime(2026, 1, 1))
 
 
-def test_sub_minute_loop_ends_before_the_next_minute_and_its_deadline():
+def test_sub_minute_window_serves_every_slot_and_ends_before_the_next_minute_and_its_deadline():
+    """At least 60 s minus the period (no slot of the minute unserved); over before the next minute's pod
+    (its own start-up included); and the deadline leaves the last run its smtp_timeout and a batch's retries."""
+    config = _config()
     for job, period in recurring_jobs().items():
         if period >= timedelta(minutes=1):
             continue
         cronjob = _cronjob_for(job)
-        _, env = _loop_script(cronjob)
-        window, every = (int(env[k]) for k in LOOP_ENV)
-        assert window + every < 60, f"{job}: the last call would still run when the next minute's pod starts"
-        assert window < _job_spec(cronjob)["activeDeadlineSeconds"], job
+        window = _for_window(cronjob)
+        assert window is not None
+        assert window >= timedelta(minutes=1) - period, f"{job}: --for {window} leaves slots of the minute unserved"
+        assert POD_START + window < timedelta(minutes=1), f"{job}: still running when the next minute's pod starts"
+        last_run = config.job(job).settings.smtp_timeout + config.retry.max_time
+        deadline = timedelta(seconds=_job_spec(cronjob)["activeDeadlineSeconds"])
+        assert POD_START + window + last_run < deadline, f"{job}: the deadline cuts the window's last run"
 
 
 def test_every_pod_is_non_root_read_only_and_unprivileged():
@@ -406,88 +415,6 @@ def test_deploy_job_upgrades_the_schema_before_seeding_the_admin():
     fail_codes = {code for rule in job["spec"]["podFailurePolicy"]["rules"] if rule["action"] == "FailJob"
                   for code in rule.get("onExitCodes", {}).get("values", [])}
     assert {1, 2, 78} <= fail_codes and 75 not in fail_codes, "retry only an unreachable database"
-
-
-@pytest.fixture
-def fake_cronwarden(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A `cronwarden` on PATH that records its arguments; FAKE=fail exits 75, FAKE=hang waits for SIGTERM."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    script = bin_dir / "cronwarden"
-    script.write_text(
-        "#!/bin/sh\n"
-        'echo "$*" >> "$CALLS"\n'
-        'case "${FAKE:-ok}" in\n'
-        "  fail) exit 75 ;;\n"
-        "  hang) trap 'echo TERM >> \"$CALLS\"; exit 143' TERM; : > \"$STARTED\"; while :; do sleep 0.05; done ;;\n"
-        "esac\n",
-        encoding="utf-8",
-    )
-    script.chmod(0o755)
-    yield {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "CALLS": str(tmp_path / "calls"),
-           "STARTED": str(tmp_path / "started")}
-
-
-@pytest.fixture
-def email_loop(fake_cronwarden: dict[str, str]) -> Iterator:
-    """Starts the email-queue CronJob's sh loop against the fake; kills what is left when the test ends."""
-    started: list[subprocess.Popen] = []
-
-    def start(**overrides: str) -> subprocess.Popen:
-        command, env = _loop_script(_cronjob_for("email-queue"))
-        loop = subprocess.Popen(command, env={**env, **fake_cronwarden, **overrides}, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
-        started.append(loop)
-        return loop
-
-    yield start
-    for loop in started:
-        if loop.poll() is None:
-            os.killpg(loop.pid, signal.SIGKILL)
-        loop.communicate()
-
-
-def _calls(fake: dict[str, str]) -> list[str]:
-    path = Path(fake["CALLS"])
-    return path.read_text().splitlines() if path.exists() else []
-
-
-def _wait_for(condition, what: str) -> None:
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.02)
-
-
-def test_email_loop_calls_the_job_quietly_until_its_window_ends(email_loop, fake_cronwarden):
-    loop = email_loop(EMAIL_QUEUE_WINDOW="2", EMAIL_QUEUE_EVERY="1")
-    assert loop.wait(timeout=30) == 0, loop.stderr.read()
-    calls = _calls(fake_cronwarden)
-    assert len(calls) >= 2
-    assert {call.split()[-1] for call in calls} == {"email-queue"}
-    assert all("--quiet" in call.split() for call in calls)
-
-
-def test_email_loop_stops_at_the_first_failure_with_its_exit_code(email_loop, fake_cronwarden):
-    loop = email_loop(EMAIL_QUEUE_WINDOW="30", EMAIL_QUEUE_EVERY="1", FAKE="fail")
-    assert loop.wait(timeout=30) == 75
-    assert len(_calls(fake_cronwarden)) == 1
-
-
-def test_email_loop_forwards_sigterm_to_the_running_job_and_exits_143(email_loop, fake_cronwarden):
-    loop = email_loop(EMAIL_QUEUE_WINDOW="30", FAKE="hang")
-    _wait_for(lambda: Path(fake_cronwarden["STARTED"]).exists(), "the job started")
-    loop.send_signal(signal.SIGTERM)
-    assert loop.wait(timeout=30) == 143
-    assert _calls(fake_cronwarden)[-1] == "TERM", "the running job never saw SIGTERM"
-
-
-def test_email_loop_stops_when_terminated_between_calls(email_loop, fake_cronwarden):
-    loop = email_loop(EMAIL_QUEUE_WINDOW="30", EMAIL_QUEUE_EVERY="10")
-    _wait_for(lambda: len(_calls(fake_cronwarden)) == 1, "the first call")
-    loop.send_signal(signal.SIGTERM)
-    assert loop.wait(timeout=30) == 143
-    assert len(_calls(fake_cronwarden)) == 1
 
 
 def test_manifests_are_valid_yaml_without_tabs_or_duplicate_documents():

@@ -35,6 +35,7 @@ STATES = {
     "never_run": (("sqlite", "postgres", "mariadb"), False),
     "due": (("sqlite", "postgres", "mariadb"), False),
     "not_due": (("sqlite", "postgres", "mariadb"), True),
+    "not_due_jitter": (("sqlite", "postgres", "mariadb"), True),
     "paused": (("sqlite", "postgres", "mariadb"), True),
     "disabled": (("sqlite", "postgres", "mariadb"), True),
     "backoff": (("sqlite", "postgres", "mariadb"), True),
@@ -69,6 +70,8 @@ def _prepare(ws: Workspace, state: str, db: str, cli, run_due: bool = False) -> 
         config += "[jobs.email-queue]\nenabled = false\n[jobs.ip-anonymization]\nenabled = false\n"
     if state == "disabled":
         config += f"[jobs.{JOB}]\nenabled = false\n"
+    if state == "not_due_jitter":  # a not-due tick decides before any jitter, on both paths
+        config += f'[jobs.{JOB}]\njitter = "23h"\n'
     if state == "bad_config":
         config += f"[jobs.{JOB}]\nbatch_size = 0\n"
     if state == "locked_lease":
@@ -89,6 +92,8 @@ def _prepare(ws: Workspace, state: str, db: str, cli, run_due: bool = False) -> 
         assert cli(ws, "log-cleanup").exit_code == 0
     if state in ("not_due", "due", "backoff", "paused", "older_schema"):
         assert cli(ws, JOB).exit_code == 0
+    if state == "not_due_jitter":  # forced: a scheduled first run would wait its jitter
+        assert cli(ws, JOB, "--force").exit_code == 0
     if state == "paused":
         assert cli(ws, "pause", JOB).exit_code == 0
     with eng.begin() as conn:
@@ -213,6 +218,17 @@ def _compare(state: str, db: str, args: tuple[str, ...], tmp_path: Path, request
     if STATES[state][1]:  # the import test: the driver of this database at most
         assert loaded <= DRIVER[db], marks[0]
     assert "typer" in marks[1]
+
+
+@pytest.mark.parametrize("command", [JOB, "run-due"])
+def test_a_for_line_is_handed_to_the_full_cli(command: str, sqlite_workspace: Workspace, tmp_path: Path) -> None:
+    """`--for` keeps ticking: even a not-due tick is the full CLI's, which sleeps until the next slot."""
+    ws = sqlite_workspace
+    assert ws.run(JOB, env=ws.env(CRONWARDEN_QUICK_PATH="off")).returncode == 0
+    code, out, _ = _invoke(ws, (command, "--for", "100ms", "--json"), True, tmp_path / "mark")
+    assert code == 0
+    assert "typer" in (tmp_path / "mark").read_text(), "the quick path decided a --for line"
+    assert out.count("\n") == 1 and "not_due" in out
 
 
 def test_locked_tick_logs_the_same_json_line(sqlite_workspace: Workspace, tmp_path: Path) -> None:
