@@ -50,7 +50,7 @@ def _take_lock_now(ws: Workspace, job: str = "email-queue") -> bool:
         eng.dispose()
 
 
-def _wait_for(condition, what: str, proc=None, timeout: float = 20) -> None:
+def _wait_for(condition, what: str, proc=None, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"never happened: {what}"
