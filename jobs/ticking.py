@@ -7,8 +7,8 @@ lock, run, record: jobs.runner), holding each job's lock only while that job run
 rounds until the earliest next due time among its jobs.
 
 Rules, kept simple:
-- a round starts only before the end; a run that starts before the end runs to completion under its own
-  `timeout`; the loop never sleeps past the end;
+- a round starts only before the end; a round that starts before it runs to completion (a job's jitter
+  wait included), each run under its own `timeout`; the loop never sleeps past the end;
 - the next look at a job is its report's `next_due_at` (not due, ran, failed: its retry time); a job that
   gives none (locked by another process, paused, refused a duplicate slot) is looked at again after
   RECHECK, or its period if shorter; a disabled job or one with a configuration error is dropped;

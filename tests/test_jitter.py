@@ -155,3 +155,14 @@ def test_sigterm_while_waiting_records_no_run_and_exits_143(workspace: Workspace
     assert waiting.returncode == 143, err
     assert time.monotonic() - signalled < 5, "it waited on (30 s were left)"
     assert _runs(engine) == []
+
+
+@SQLITE
+def test_sigterm_while_a_for_loop_waits_for_jitter_ends_the_loop_with_143(workspace: Workspace, engine):
+    workspace.write_config(_config_for_a_wait_of(30))
+    loop = workspace.popen("email-queue", "--for", "50s")
+    _read_until(loop, "jitter")
+    loop.send_signal(signal.SIGTERM)
+    _, err = loop.communicate(timeout=10)
+    assert loop.returncode == 143, err
+    assert _runs(engine) == []
