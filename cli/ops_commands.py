@@ -75,13 +75,13 @@ def show_status(app: Any) -> None:
 def _status_table(jobs: Any) -> None:
     render.table(
         "status",
-        ["job", "state", "schedule", "last status", "last run", "duration", "next due", "failures", "last failure",
-         "last error"],
+        ["job", "state", "schedule", "last status", "last run", "duration", "next due", "failures", "missed",
+         "last failure", "last error"],
         [[j.name, j.state, j.schedule, j.last_status or "-", render.when(j.last_executed_at),
-          render.seconds(j.last_duration_seconds), _next_due(j), str(j.consecutive_failures),
+          render.seconds(j.last_duration_seconds), _next_due(j), str(j.consecutive_failures), str(j.missed_slots),
           render.when(j.last_failure_at), (j.last_error or j.last_failure_error or "")[:80]] for j in jobs],
-        drop_first=("duration", "schedule", "last failure", "failures", "last status", "last run", "last error",
-                    "next due"),
+        drop_first=("duration", "schedule", "last failure", "failures", "missed", "last status", "last run",
+                    "last error", "next due"),
         times=("last run", "next due", "last failure"),
     )
 

@@ -27,7 +27,8 @@ DEFAULT_DATABASE_URL = "sqlite:///cronwarden.db"  # the embedded default: the on
 DEFAULT_RETRY_DELAYS = (timedelta(seconds=60), timedelta(seconds=300), timedelta(seconds=900))
 LOCK_BACKENDS = ("auto", "file", "postgres", "mysql", "lease")
 COMMON_JOB_KEYS = ("enabled", "interval", "cron", "timezone", "retry_delays", "timeout", "grace", "ping_url",
-                   "history", "jitter")
+                   "history", "jitter", "catch_up", "catch_up_window")
+CATCH_UP_CHOICES = ("one", "none")
 HOST_LOSS_MIN, HOST_LOSS_MAX = timedelta(seconds=8), timedelta(hours=1)  # 8 s: 1 s idle + 3 probes 1 s apart
 _TOP_KEYS = ("database_url", "locks", "retry", "history", "jobs")
 
@@ -70,10 +71,26 @@ class JobConfig:
     ping_url: str | None = None
     history: retention.HistoryPolicy = retention.HistoryPolicy()  # which runs keep a row, and how long
     jitter: timedelta = timedelta(0)  # a scheduled run waits up to this long before it starts (jobs.jitter)
+    catch_up: str = "one"  # after missed slots: "one" catch-up run, or "none" (skip slots older than the window)
+    catch_up_window_setting: timedelta | None = None  # the configured `catch_up_window`; None for the default
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def catch_up_window(self) -> timedelta | None:
+        """How late a slot may still start under `catch_up = "none"` (None under "one": any slot catches up).
+
+        By default the job's `grace`: a slot is stale when `check` would already call the job overdue for it.
+        Not a minute: ticks arrive minutes after a slot by design (crontab.example ticks every 5 minutes, the
+        CronJobs every 15, `run-due` runs its jobs one after another), and a window shorter than the tick
+        spacing would skip every slot of a cron schedule. A job ticking every hour or more often has a default
+        grace of at least its period, so its latest slot always runs and only older ones are skipped; set a
+        shorter window to skip those too."""
+        if self.catch_up != "none":
+            return None
+        return self.catch_up_window_setting if self.catch_up_window_setting is not None else self.grace
 
     @property
     def grace(self) -> timedelta:
@@ -282,9 +299,11 @@ def _job(spec: JobSpec, table: dict[str, Any], env: Mapping[str, str],
     grace = _duration(table["grace"], f"{where} grace") if "grace" in table else None
     own = {k: v for k, v in table.items() if k not in COMMON_JOB_KEYS}
     job_settings = settings_mod.build(spec.settings, own, where, env)
+    catch_up, window = _catch_up(table, where, schedule)
     history = retention.for_job(table.get("history"), where, history_default, _duration)
     return JobConfig(spec, enabled, schedule, delays, timeout_td, grace, job_settings, _ping_url(table, where),
-                     history, jitter=_jitter(table, schedule, where))
+                     history, jitter=_jitter(table, schedule, where),
+                     catch_up=catch_up, catch_up_window_setting=window)
 
 
 def _jitter(table: Mapping[str, Any], schedule: Schedule, where: str) -> timedelta:
@@ -303,6 +322,22 @@ def _jitter(table: Mapping[str, Any], schedule: Schedule, where: str) -> timedel
         raise ConfigError(f"{where} jitter: must be shorter than the schedule's period "
                           f"({format_duration(period)}), got {table['jitter']!r}")
     return jitter
+
+
+def _catch_up(table: Mapping[str, Any], where: str, schedule: Schedule) -> tuple[str, timedelta | None]:
+    """`catch_up` and `catch_up_window`: the window means something only when slots are skipped."""
+    from .schedule import Once
+
+    catch_up = table.get("catch_up", "one")
+    if catch_up not in CATCH_UP_CHOICES:
+        raise ConfigError(f"{where} catch_up: must be one of {', '.join(CATCH_UP_CHOICES)}, got {catch_up!r}")
+    if catch_up == "none" and isinstance(schedule, Once):
+        raise ConfigError(f"{where} catch_up: a one-shot job (interval = \"once\") has no slots to skip")
+    if "catch_up_window" not in table:
+        return catch_up, None
+    if catch_up != "none":
+        raise ConfigError(f"{where} catch_up_window: only applies with catch_up = \"none\"")
+    return catch_up, _duration(table["catch_up_window"], f"{where} catch_up_window", minimum=timedelta(seconds=1))
 
 
 def _ping_url(table: Mapping[str, Any], where: str) -> str | None:

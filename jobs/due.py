@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .outcome import RunReport, RunStatus, Trigger
-from .schedule import DueState, is_due, next_due
+from .schedule import DueState, is_due, next_due, stale_slot
 
 if TYPE_CHECKING:
     from .config import Config, JobConfig
@@ -51,7 +51,11 @@ def next_due_at(row: Mapping[str, Any] | None, job: JobConfig) -> datetime | Non
 
 
 def skip(job: JobConfig, row: Mapping[str, Any] | None, trigger: Trigger, now: datetime) -> RunReport | None:
-    """The report of a scheduled tick that runs nothing (paused, not due), or None when the job is owed a run."""
+    """The report of a scheduled tick that runs nothing (paused, not due), or None when the job is owed a run.
+
+    Under `catch_up = "none"` an owed slot may be stale (`stale`): that tick runs nothing either, but it
+    records the slots it skips, a write, so it is None here too; the runner records it under the job's lock
+    and the quick path, which never writes, hands it over as any owed run."""
     if trigger is not Trigger.SCHEDULED:
         return None
     if row is not None and row["paused"]:
@@ -59,3 +63,16 @@ def skip(job: JobConfig, row: Mapping[str, Any] | None, trigger: Trigger, now: d
     if not is_due(job.schedule, due_state(row, job), now):
         return RunReport(job.name, RunStatus.NOT_DUE, trigger, next_due_at=next_due_at(row, job))
     return None
+
+
+def stale(job: JobConfig, row: Mapping[str, Any] | None, now: datetime) -> datetime | None:
+    """The latest slot a scheduled tick of a `catch_up = "none"` job skips with every earlier one (older than
+    the job's catch_up_window), or None when it runs or has nothing to do (schedule.stale_slot)."""
+    if job.catch_up != "none":
+        return None
+    state = due_state(row, job)
+    if state is None or not is_due(job.schedule, state, now):
+        return None
+    window = job.catch_up_window  # a cron job's default (its grace) samples the schedule: worked out only here
+    assert window is not None  # catch_up = "none" always has one
+    return stale_slot(job.schedule, state, now, window)

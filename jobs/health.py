@@ -22,7 +22,11 @@ class JobHealth:
     """state: ok | pending (never succeeded, not yet past its first slot + grace) | overdue (past next due
     + grace; for a job that never succeeded, its first slot after the database first knew it, + grace) |
     failing | paused | disabled | running | stuck (still `running` past its timeout, or 6 h, plus grace:
-    its process most likely died and no later tick has reaped it yet)."""
+    its process most likely died and no later tick has reaped it yet).
+
+    missed_slots: slots a `catch_up = "none"` job skipped so far (recurring_job_executions.missed_slots). A
+    skip moves the schedule past the slots it skipped, so a job that skipped them is not overdue for them;
+    one whose ticks stopped has skipped nothing yet and is overdue as any other."""
 
     name: str
     schedule: str
@@ -41,6 +45,7 @@ class JobHealth:
     first_seen_at: datetime | None = None
     last_failure_at: datetime | None = None  # the latest failed run, kept whatever the history's retention
     last_failure_error: str | None = None
+    missed_slots: int = 0
 
     @property
     def alarming(self) -> bool:
@@ -101,4 +106,5 @@ def _assess_one(config: Config, name: str, row: Any, now: datetime) -> JobHealth
         first_seen_at=get("first_seen_at"),
         last_failure_at=get("last_failure_at"),
         last_failure_error=get("last_failure_error"),
+        missed_slots=get("missed_slots") or 0,
     )

@@ -67,7 +67,8 @@ executions = Table(
     Column("last_duration_seconds", Float),
     Column("last_error", Text),
     Column("last_success_at", UTCDateTime, doc="finish of the latest successful run"),
-    Column("schedule_slot_at", UTCDateTime, doc="the schedule slot the latest success fulfilled"),
+    Column("schedule_slot_at", UTCDateTime, doc="the schedule slot the latest success fulfilled, or the latest "
+                                               "slot a catch_up = \"none\" tick skipped"),
     Column("consecutive_failures", Integer, nullable=False, default=0),
     Column("next_retry_at", UTCDateTime),
     Column("paused", Boolean, nullable=False, default=False),
@@ -76,8 +77,9 @@ executions = Table(
     Column("first_seen_at", UTCDateTime, doc="when the database first knew the job: a job that never succeeded "
                                               "is overdue once its first slot after this plus grace has passed"),
     Column("missed_slots", Integer, nullable=False, default=0,
-           doc="schedule slots skipped so far without a run (catch_up = \"none\", or slots one catch-up run "
-               "stood for); the counter behind cronwarden_job_missed_slots_total"),
+           doc="schedule slots skipped so far without a run under catch_up = \"none\" (the slots one catch-up "
+               "run stands for under \"one\" are caught up, not counted); the counter behind "
+               "cronwarden_job_missed_slots_total"),
     Column("owed_run_at", UTCDateTime, doc="when a tick found the job running and asked for one more run "
                                           "(overlap = \"buffer_one\"); cleared when that run starts"),
     Column("last_failure_at", UTCDateTime, doc="finish of the latest failed run, kept whatever the history keeps"),

@@ -1,7 +1,8 @@
 """The pipeline of one invocation, and the only module that knows the order of the steps:
 
 config (already valid) → enabled → due (cheap, no lock) → signals → jitter (scheduled runs) → lock →
-reap abandoned runs → due again (authoritative) → the job's tables (once) → record start and claim the
+reap abandoned runs → due again (authoritative; a `catch_up = "none"` job records the stale slots it skips
+and ends `not_due`) → the job's tables (once) → record start and claim the
 schedule slot (jobs.slots: a slot another run holds ends here as `duplicate_slot`) → run in bounded
 transactions → record outcome → report.
 """
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import clock, execution, jitter, signals, slots, tracking
 from .context import JobContext
-from .due import LOCKED_MESSAGE, skip
+from .due import LOCKED_MESSAGE, skip, stale
 from .errors import ConfigError, DatabaseUnavailable, Interrupted, one_line
 from .execution import db_call, job_logger
 from .outcome import RunReport, RunStatus, Trigger
@@ -66,7 +67,7 @@ def _run_job(app: App, name: str, trigger: Trigger, *, dry_run: bool, settings: 
         now = clock.utcnow()
         db_call(app, lambda: tracking.reap_abandoned(app.engine, job, now), "reaping abandoned runs")
         row = db_call(app, lambda: tracking.read_state(app.engine, name), "reading the tracking table")
-        skipped = _skip(job, row, trigger)
+        skipped = _skip(job, row, trigger) or _skip_stale(app, job, row, trigger)
         if skipped is not None:
             return skipped
         _check_needs(app, job, settings)
@@ -94,6 +95,26 @@ def _check_needs(app: App, job: JobConfig, settings: Any) -> None:
 
 def _skip(job: JobConfig, row: Any, trigger: Trigger) -> RunReport | None:
     return skip(job, row, trigger, clock.utcnow())
+
+
+def _skip_stale(app: App, job: JobConfig, row: Any, trigger: Trigger) -> RunReport | None:
+    """A `catch_up = "none"` tick whose owed slot is older than the window: record the slots it skips (never
+    silently: missed_slots, the metric, `status` and a warning) and wait for the next slot."""
+    if trigger is not Trigger.SCHEDULED:
+        return None
+    now = clock.utcnow()
+    slot = stale(job, row, now)
+    if slot is None:
+        return None
+    skipped, due = db_call(app, lambda: tracking.record_skip(app.engine, job, slot, now), "recording skipped slots")
+    from .schedule import format_duration
+
+    window = job.catch_up_window
+    job_logger(job.name, None).warning(
+        "skipped %d missed slot(s) up to %s: older than catch_up_window %s (catch_up = \"none\"); next due %s",
+        skipped, slot.isoformat(), format_duration(window) if window is not None else "-",
+        due.isoformat() if due is not None else "never")
+    return RunReport(job.name, RunStatus.NOT_DUE, trigger, next_due_at=due)
 
 
 def _holding(app: App, job: JobConfig):

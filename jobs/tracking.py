@@ -16,7 +16,7 @@ from .clock import is_never
 from .due import due_state, next_due_at  # noqa: F401 - part of this module's API
 from .models import executions, runs
 from .outcome import RunStatus, Trigger
-from .schedule import DueState, next_due, retry_at, satisfied_slot
+from .schedule import DueState, next_due, retry_at, satisfied_slot, slots_between, started_slot
 from .schema import require
 
 if TYPE_CHECKING:
@@ -87,11 +87,54 @@ def start_run(engine: Engine, job: JobConfig, trigger: Trigger, now: datetime, h
             conn.execute(update(runs).where(runs.c.id == run_id).values(
                 status=RunStatus.DUPLICATE_SLOT.value, finished_at=now, duration_seconds=0.0, error=refused))
         else:
+            values: dict[str, Any] = {}
+            skipped = _skipped_before(conn, job, now)
+            if skipped:
+                values["missed_slots"] = executions.c.missed_slots + skipped
             _upsert(conn, job.name, now, last_status=RunStatus.RUNNING.value, last_run_id=run_id,
-                    last_executed_at=now, last_executed_by=f"{host}:{pid}")
+                    last_executed_at=now, last_executed_by=f"{host}:{pid}", **values)
     if refused is not None:
         raise slots.SlotTaken(run_id, refused)
     return run_id
+
+
+def _skipped_before(conn: Connection, job: JobConfig, now: datetime) -> int:
+    """Under `catch_up = "none"`, the slots a run starting now leaves behind: those strictly between the
+    latest slot the job dealt with (schedule.started_slot) and the slot this run serves. Under "one" the
+    slots a catch-up run stands for are not counted: none is given up (see README, Schedules and due-ness)."""
+    if job.catch_up != "none":
+        return 0
+    row = conn.execute(select(executions.c.schedule_slot_at, executions.c.last_executed_at)
+                       .where(executions.c.job_name == job.name)).first()
+    if row is None or row.schedule_slot_at is None:
+        return 0
+    anchor = row.schedule_slot_at
+    dealt = started_slot(job.schedule, anchor, row.last_executed_at)
+    serves = satisfied_slot(job.schedule, anchor, now)
+    if dealt is None or serves <= dealt:
+        return 0
+    return max(slots_between(job.schedule, anchor, dealt, serves) - 1, 0)
+
+
+def record_skip(engine: Engine, job: JobConfig, slot: datetime, now: datetime) -> tuple[int, datetime | None]:
+    """A `catch_up = "none"` tick skips `slot` and every earlier slot not dealt with (called under the job's
+    lock): they are added to missed_slots and `slot` becomes the schedule's anchor, so the job is due at its
+    next slot and is not overdue for the ones it skipped. Returns (slots skipped, when it is next due)."""
+    with engine.begin() as conn:
+        row = conn.execute(select(executions).where(executions.c.job_name == job.name)).mappings().first()
+        anchor = row["schedule_slot_at"] if row is not None else None
+        due = job.schedule.slot_after(slot, slot)
+        due_at = None if is_never(due) else due
+        if row is None or anchor is None or slot <= anchor:
+            return 0, due_at
+        dealt = started_slot(job.schedule, anchor, row["last_executed_at"]) or anchor
+        skipped = slots_between(job.schedule, anchor, dealt, slot) if slot > dealt else 0
+        values: dict[str, Any] = dict(schedule_slot_at=slot, next_scheduled_at=due_at,
+                                      missed_slots=executions.c.missed_slots + skipped)
+        if row["consecutive_failures"]:
+            values["next_retry_at"] = due_at
+        conn.execute(update(executions).where(executions.c.job_name == job.name).values(**values))
+    return skipped, due_at
 
 
 def record_counts(conn: Connection, run_id: int, counts: dict[str, int]) -> None:

@@ -47,7 +47,12 @@ STATES = {
     "database_down": (("postgres", "mariadb"), False),
     "tables_missing": (("sqlite", "postgres", "mariadb"), False),
     "older_schema": (("sqlite", "postgres", "mariadb"), False),
+    # catch_up = "none" after downtime: the first tick records the slots it skips (a write: handed over),
+    # later ticks find the job not due until its next slot
+    "missed_none": (("sqlite", "postgres", "mariadb"), False),
+    "missed_none_recorded": (("sqlite", "postgres", "mariadb"), True),
 }
+MISSED = ("missed_none", "missed_none_recorded")
 CASES = [(state, db) for state, (dbs, _) in STATES.items() for db in dbs]
 
 
@@ -76,6 +81,8 @@ def _prepare(ws: Workspace, state: str, db: str, cli, run_due: bool = False) -> 
         config += f"[jobs.{JOB}]\nbatch_size = 0\n"
     if state == "locked_lease":
         config += '[locks]\nbackend = "lease"\n'
+    if state in MISSED:
+        config += f'[jobs.{JOB}]\ninterval = "1h"\ncatch_up = "none"\ncatch_up_window = "10m"\n'
     ws.write_config(config)
     if state == "database_down":
         ws.db_url = ws.db_url.replace("127.0.0.1:5432", "127.0.0.1:9").replace("127.0.0.1:3306", "127.0.0.1:9")
@@ -90,7 +97,7 @@ def _prepare(ws: Workspace, state: str, db: str, cli, run_due: bool = False) -> 
     now = datetime.now(timezone.utc)
     if run_due:
         assert cli(ws, "log-cleanup").exit_code == 0
-    if state in ("not_due", "due", "backoff", "paused", "older_schema"):
+    if state in ("not_due", "due", "backoff", "paused", "older_schema", *MISSED):
         assert cli(ws, JOB).exit_code == 0
     if state == "not_due_jitter":  # forced: a scheduled first run would wait its jitter
         assert cli(ws, JOB, "--force").exit_code == 0
@@ -103,9 +110,14 @@ def _prepare(ws: Workspace, state: str, db: str, cli, run_due: bool = False) -> 
             conn.execute(update(schema_version).values(version=2))
         if state == "due":
             conn.execute(update(executions).values(schedule_slot_at=now - timedelta(days=3)))
+        if state in MISSED:  # the latest slot of the hourly grid is 30 minutes old, past the 10m window
+            then = now - timedelta(days=3, minutes=30)
+            conn.execute(update(executions).values(schedule_slot_at=then, last_executed_at=then))
         if state == "backoff":
             conn.execute(update(executions).values(schedule_slot_at=now - timedelta(days=3), consecutive_failures=1,
                                                    next_retry_at=now + timedelta(hours=1)))
+    if state == "missed_none_recorded":
+        assert cli(ws, JOB).exit_code == 0
     if state == "abandoned":
         from jobs import config as config_mod
         from jobs import tracking
@@ -213,6 +225,8 @@ def _compare(state: str, db: str, args: tuple[str, ...], tmp_path: Path, request
         marks.append((where / "mark").read_text())
     assert outcomes[0] == outcomes[1]
     assert rows[0] == rows[1]
+    if state in MISSED:  # the hourly slots of three days and a half hour, skipped once
+        assert rows[0][0]["missed_slots"] == 72 and '"status": "not_due"' in outcomes[0][1], (rows[0], outcomes[0])
     loaded = set(filter(None, marks[0].split(",")))
     assert (not loaded & HEAVY) is STATES[state][1], marks[0]
     if STATES[state][1]:  # the import test: the driver of this database at most

@@ -87,5 +87,5 @@ def test_history_fits_the_terminal_with_whole_names_and_states(busy, columns) ->
 def test_a_wide_terminal_shows_every_column(busy) -> None:
     header = next(line for line in at_terminal(busy, 200, "status") if "job" in line and "state" in line)
     assert [c.strip() for c in re.split(r"[│┃]", header) if c.strip()] == [
-        "job", "state", "schedule", "last status", "last run", "duration", "next due", "failures", "last failure",
-        "last error"]
+        "job", "state", "schedule", "last status", "last run", "duration", "next due", "failures", "missed",
+        "last failure", "last error"]

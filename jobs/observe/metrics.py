@@ -71,6 +71,9 @@ def build(config: Config, states: Mapping[str, Any], run_counts: Mapping[tuple[s
     next_due = Family("cronwarden_job_next_due_timestamp_seconds", "gauge",
                       "When the job is next owed a run (schedule or retry backoff), in Unix time; "
                       "0 if due now, +Inf if never again.")
+    missed = Family("cronwarden_job_missed_slots_total", "counter",
+                    "Schedule slots skipped without a run (catch_up = \"none\": older than the job's catch_up_window "
+                    "when a tick came); kept in the tracking table, so it survives restarts and history pruning.")
     runs = Family("cronwarden_job_history_runs", "gauge",
                   "Runs per outcome still in the history table (pruned after cronwarden_history_retention_seconds, "
                   "so a gauge, not a counter: use changes(cronwarden_job_last_run_timestamp_seconds[...]) for rates).")
@@ -92,12 +95,13 @@ def build(config: Config, states: Mapping[str, Any], run_counts: Mapping[tuple[s
         last_success.add(_timestamp(job.last_success_at, 0), job_name=name)
         duration.add(math.nan if job.last_duration_seconds is None else job.last_duration_seconds, job_name=name)
         next_due.add(_timestamp(job.next_due_at, 0), job_name=name)
+        missed.add(job.missed_slots, job_name=name)
         for status in STORED_STATUSES:
             runs.add(run_counts.get((name, status), 0), job_name=name, status=status)
         processed.add(items.get(name, 0), job_name=name)
     retention.add(config.history_retention.total_seconds())
-    return [up, state, enabled, paused, overdue, failures, last_run, last_success, duration, next_due, runs,
-            processed, retention]
+    return [up, state, enabled, paused, overdue, failures, last_run, last_success, duration, next_due, missed,
+            runs, processed, retention]
 
 
 def _timestamp(value: datetime | None, missing: float) -> float:
