@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from .catch_up import stale_slot
 from .outcome import RunReport, RunStatus, Trigger
-from .schedule import DueState, is_due, next_due, stale_slot
+from .schedule import DueState, is_due, next_due
 
 if TYPE_CHECKING:
     from .config import Config, JobConfig

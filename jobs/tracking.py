@@ -12,11 +12,12 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from . import slots
+from .catch_up import slots_between, started_slot
 from .clock import is_never
 from .due import due_state, next_due_at  # noqa: F401 - part of this module's API
 from .models import executions, runs
 from .outcome import RunStatus, Trigger
-from .schedule import DueState, next_due, retry_at, satisfied_slot, slots_between, started_slot
+from .schedule import DueState, next_due, retry_at, satisfied_slot
 from .schema import require
 
 if TYPE_CHECKING:
@@ -118,8 +119,9 @@ def _skipped_before(conn: Connection, job: JobConfig, now: datetime) -> int:
 
 def record_skip(engine: Engine, job: JobConfig, slot: datetime, now: datetime) -> tuple[int, datetime | None]:
     """A `catch_up = "none"` tick skips `slot` and every earlier slot not dealt with (called under the job's
-    lock): they are added to missed_slots and `slot` becomes the schedule's anchor, so the job is due at its
-    next slot and is not overdue for the ones it skipped. Returns (slots skipped, when it is next due)."""
+    lock, and compared with the anchor it read): they are added to missed_slots and `slot` becomes the
+    schedule's anchor, so the job is due at its next slot and is not overdue for the ones it skipped.
+    Returns (slots skipped, when it is next due)."""
     with engine.begin() as conn:
         row = conn.execute(select(executions).where(executions.c.job_name == job.name)).mappings().first()
         anchor = row["schedule_slot_at"] if row is not None else None
@@ -133,8 +135,10 @@ def record_skip(engine: Engine, job: JobConfig, slot: datetime, now: datetime) -
                                       missed_slots=executions.c.missed_slots + skipped)
         if row["consecutive_failures"]:
             values["next_retry_at"] = due_at
-        conn.execute(update(executions).where(executions.c.job_name == job.name).values(**values))
-    return skipped, due_at
+        moved = conn.execute(update(executions).where(executions.c.job_name == job.name,
+                                                      executions.c.schedule_slot_at == anchor).values(**values))
+    # Compared with the anchor it read: a second skipper behind a broken lock counts nothing twice.
+    return (skipped if moved.rowcount == 1 else 0), due_at
 
 
 def record_counts(conn: Connection, run_id: int, counts: dict[str, int]) -> None:

@@ -13,9 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from jobs import config as config_mod
+from jobs.catch_up import slots_between, stale_slot
 from jobs.models import executions, runs
 from jobs.registry import builtin_specs
-from jobs.schedule import DueState, is_due, slots_between, stale_slot
+from jobs.schedule import DueState, is_due
 
 T0 = datetime(2026, 5, 4, 3, 0, tzinfo=timezone.utc)  # a slot of cron "0 3 * * *"
 JOB = "refresh-token-cleanup"

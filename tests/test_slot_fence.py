@@ -88,6 +88,7 @@ def _live_claim(engine, job: str, slot: datetime, now: datetime) -> int:
 
     class _Job:
         name = job
+        catch_up = "one"
 
     return tracking.start_run(engine, _Job, Trigger.SCHEDULED, now, "elsewhere", 4242, slot=slot)
 
