@@ -187,3 +187,27 @@ def test_a_one_shot_job_refuses_catch_up_none(sqlite_workspace, cli):
     sqlite_workspace.write_config('[jobs.admin-seed]\ncatch_up = "none"\n')
     result = cli(sqlite_workspace, "list")
     assert result.exit_code == 78 and "[jobs.admin-seed] catch_up:" in result.stderr, result.stderr
+
+
+def test_a_backoff_retry_is_run_late_not_skipped(workspace, engine, cli):
+    """A failed slot's retry is the job's backoff, not a catch-up: it runs however late its tick comes."""
+    logs = workspace.path / "logs"
+    logs.mkdir()
+    not_a_folder = workspace.path / "not-a-folder"
+    not_a_folder.write_text("")
+    job = 'cron = "0 3 * * *"\ncatch_up = "none"\ncatch_up_window = "10m"\ntable = ""\n'
+
+    def run_log_cleanup(folder) -> dict:
+        workspace.write_config(f'[jobs.log-cleanup]\n{job}log_directory = "{folder}"\n')
+        return json.loads(cli(workspace, "log-cleanup", "--json").stdout)
+
+    with at(T0 + timedelta(seconds=10)):
+        assert run_log_cleanup(logs)["status"] == "succeeded"
+    with at(T0 + timedelta(days=1, seconds=5)):
+        assert run_log_cleanup(not_a_folder)["status"] == "failed"
+    with at(T0 + timedelta(days=1, hours=2)):  # the 60 s retry, 2 h late: past the window, run all the same
+        retried = run_log_cleanup(not_a_folder)
+    assert retried["status"] == "failed" and retried["run_id"] is not None
+    with engine.connect() as conn:
+        stored = conn.execute(select(executions).where(executions.c.job_name == "log-cleanup")).mappings().one()
+    assert stored["consecutive_failures"] == 2 and stored["missed_slots"] == 0
