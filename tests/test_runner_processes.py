@@ -39,6 +39,11 @@ def _holding_the_rows(engine):
             conn.close()
         return
     with engine.connect() as conn, conn.begin():
+        # an application's session, not the tool's: no short idle timeout however long the losers take
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = 0")
+        else:
+            conn.exec_driver_sql("SET SESSION wait_timeout = 600")
         conn.execute(select(tokens.c.id).where(tokens.c.token_hash.like("old%")).with_for_update()).all()
         yield
 
