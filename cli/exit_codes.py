@@ -24,6 +24,12 @@ def for_signal(signum: int) -> int:
 
 
 def for_report(report: RunReport) -> int:
+    """The report's code; with the run a busy tick owed after it (buffer_one), the worse of the two."""
+    own = _own(report)
+    return own if report.owed_run is None else worst([own, for_report(report.owed_run)])
+
+
+def _own(report: RunReport) -> int:
     from jobs.outcome import RunStatus
 
     if report.status is RunStatus.INTERRUPTED:

@@ -112,7 +112,7 @@ def _decide(line: dict):
 
 def _show(line: dict, reports: list) -> int:
     """What cli/job_commands.py prints for the same reports: the lock lines on stderr, --json on stdout."""
-    from jobs.due import LOCKED_MESSAGE
+    from jobs.due import locked_line
     from jobs.execution import job_logger
     from jobs.outcome import RunStatus
 
@@ -123,7 +123,7 @@ def _show(line: dict, reports: list) -> int:
     logs.setup(state.log_format, state.log_level())
     for report in reports:
         if report.status is RunStatus.LOCKED:
-            job_logger(report.job, None).info(LOCKED_MESSAGE)
+            job_logger(report.job, None).info(locked_line(report))
     codes = [exit_codes.for_report(report) for report in reports]
     code = exit_codes.worst(codes)
     if line["job"] != "run-due":

@@ -77,13 +77,19 @@ def _status_table(jobs: Any) -> None:
         "status",
         ["job", "state", "schedule", "last status", "last run", "duration", "next due", "failures", "missed",
          "last failure", "last error"],
-        [[j.name, j.state, j.schedule, j.last_status or "-", render.when(j.last_executed_at),
+        [[j.name, _state_cell(j), j.schedule, j.last_status or "-", render.when(j.last_executed_at),
           render.seconds(j.last_duration_seconds), _next_due(j), str(j.consecutive_failures), str(j.missed_slots),
           render.when(j.last_failure_at), (j.last_error or j.last_failure_error or "")[:80]] for j in jobs],
         drop_first=("duration", "schedule", "last failure", "failures", "missed", "last status", "last run",
                     "last error", "next due"),
         times=("last run", "next due", "last failure"),
     )
+
+
+def _state_cell(j: Any) -> str:
+    """The state, with the holder of a running or stuck job and a run owed by a busy tick (buffer_one)."""
+    cell = f"{j.state} on {j.holder}" if j.state in ("running", "stuck") and j.holder else j.state
+    return f"{cell}, 1 owed" if j.owed_run_at is not None else cell
 
 
 @handled
@@ -143,7 +149,10 @@ def _alarm_detail(j: Any) -> str:
     if j.state == "failing":
         return f"{j.consecutive_failures} failure(s) in a row, last: {j.last_error}"
     if j.state == "stuck":
-        return f"running since {render.when(j.last_executed_at)} UTC on {j.last_executed_by}"
+        limit = int(j.stuck_after.total_seconds()) if j.stuck_after is not None else 0
+        return (f"running since {render.when(j.last_executed_at)} UTC on {j.holder or j.last_executed_by} "
+                f"(run {j.holder_run_id}), longer than its timeout + grace ({limit}s): stop that process; "
+                f"if it is gone, the next tick marks the run abandoned")
     if j.last_success_at is None:
         return (f"overdue by {int(j.overdue_seconds)}s: never succeeded since the database first knew it "
                 f"({render.when(j.first_seen_at)} UTC); is its crontab line or CronJob missing?")

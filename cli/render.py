@@ -173,6 +173,8 @@ def summary(report: RunReport) -> None:
     if report.status.is_skip:
         if report.next_due_at:
             t.add_row("next due", when(report.next_due_at))
+        for detail in report.details:
+            t.add_row("note", detail)
         console.print(t)
         return
     if report.run_id is not None:
@@ -192,6 +194,8 @@ def summary(report: RunReport) -> None:
         console.print(redact(detail), markup=False, highlight=False)
     if len(report.details) > 50:
         console.print(f"... and {len(report.details) - 50} more")
+    if report.owed_run is not None:
+        summary(report.owed_run)
 
 
 def plain_details(report: RunReport) -> None:

@@ -27,8 +27,9 @@ DEFAULT_DATABASE_URL = "sqlite:///cronwarden.db"  # the embedded default: the on
 DEFAULT_RETRY_DELAYS = (timedelta(seconds=60), timedelta(seconds=300), timedelta(seconds=900))
 LOCK_BACKENDS = ("auto", "file", "postgres", "mysql", "lease")
 COMMON_JOB_KEYS = ("enabled", "interval", "cron", "timezone", "retry_delays", "timeout", "grace", "ping_url",
-                   "history", "jitter", "catch_up", "catch_up_window")
+                   "history", "jitter", "catch_up", "catch_up_window", "overlap")
 CATCH_UP_CHOICES = ("one", "none")
+OVERLAP_CHOICES = ("skip", "buffer_one")  # Temporal's overlap policy names
 HOST_LOSS_MIN, HOST_LOSS_MAX = timedelta(seconds=8), timedelta(hours=1)  # 8 s: 1 s idle + 3 probes 1 s apart
 _TOP_KEYS = ("database_url", "locks", "retry", "history", "jobs")
 
@@ -73,6 +74,7 @@ class JobConfig:
     jitter: timedelta = timedelta(0)  # a scheduled run waits up to this long before it starts (jobs.jitter)
     catch_up: str = "one"  # after missed slots: "one" catch-up run, or "none" (skip slots older than the window)
     catch_up_window_setting: timedelta | None = None  # the configured `catch_up_window`; None for the default
+    overlap: str = "skip"  # a tick that finds the job running: "skip" it, or "buffer_one" run owed after it
 
     @property
     def name(self) -> str:
@@ -301,9 +303,12 @@ def _job(spec: JobSpec, table: dict[str, Any], env: Mapping[str, str],
     job_settings = settings_mod.build(spec.settings, own, where, env)
     catch_up, window = _catch_up(table, where, schedule)
     history = retention.for_job(table.get("history"), where, history_default, _duration)
+    overlap = table.get("overlap", "skip")
+    if overlap not in OVERLAP_CHOICES:
+        raise ConfigError(f"{where} overlap: must be one of {', '.join(OVERLAP_CHOICES)}, got {overlap!r}")
     return JobConfig(spec, enabled, schedule, delays, timeout_td, grace, job_settings, _ping_url(table, where),
                      history, jitter=_jitter(table, schedule, where),
-                     catch_up=catch_up, catch_up_window_setting=window)
+                     catch_up=catch_up, catch_up_window_setting=window, overlap=overlap)
 
 
 def _jitter(table: Mapping[str, Any], schedule: Schedule, where: str) -> timedelta:

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from .config import Config, JobConfig
 
 LOCKED_MESSAGE = "skipped: another process holds the lock"
+# A locked tick of an `overlap = "buffer_one"` job: the run is owed (recurring_job_executions.owed_run_at), not lost.
+BUFFERED_MESSAGE = "buffered: another process holds the lock; one run is owed and starts when it finishes"
 # The version of the tool's tables (jobs.migrations): 2 added queued_jobs, 3 recurring_job_executions.first_seen_at,
 # 4 job_slots, 5 recurring_job_executions.missed_slots, owed_run_at, last_failure_at and last_failure_error.
 SCHEMA_VERSION = 5
@@ -52,7 +54,8 @@ def next_due_at(row: Mapping[str, Any] | None, job: JobConfig) -> datetime | Non
 
 
 def skip(job: JobConfig, row: Mapping[str, Any] | None, trigger: Trigger, now: datetime) -> RunReport | None:
-    """The report of a scheduled tick that runs nothing (paused, not due), or None when the job is owed a run.
+    """The report of a scheduled tick that runs nothing (paused, not due), or None when the job is owed a run:
+    by its schedule, or by a tick that found it running (`owed_run_at`, overlap = "buffer_one").
 
     Under `catch_up = "none"` an owed slot may be stale (`stale`): that tick runs nothing either, but it
     records the slots it skips, a write, so it is None here too; the runner records it under the job's lock
@@ -61,7 +64,7 @@ def skip(job: JobConfig, row: Mapping[str, Any] | None, trigger: Trigger, now: d
         return None
     if row is not None and row["paused"]:
         return RunReport(job.name, RunStatus.PAUSED, trigger)
-    if not is_due(job.schedule, due_state(row, job), now):
+    if not is_due(job.schedule, due_state(row, job), now) and not owed(row):
         return RunReport(job.name, RunStatus.NOT_DUE, trigger, next_due_at=next_due_at(row, job))
     return None
 
@@ -77,3 +80,24 @@ def stale(job: JobConfig, row: Mapping[str, Any] | None, now: datetime) -> datet
     window = job.catch_up_window  # a cron job's default (its grace) samples the schedule: worked out only here
     assert window is not None  # catch_up = "none" always has one
     return stale_slot(job.schedule, state, now, window)
+
+
+def owed(row: Any) -> bool:
+    """Whether a tick that found the job running left a run owed (at most one: jobs.tracking.owe_run); `row`
+    is the tracking row as a mapping (SQLAlchemy's or the quick path's), or None."""
+    return row is not None and row.get("owed_run_at") is not None
+
+
+def owed_only(job: JobConfig, row: Any, trigger: Trigger, now: datetime) -> bool:
+    """A scheduled run started only because a run is owed, its schedule not due: it serves no slot (jobs.slots)."""
+    return trigger is Trigger.SCHEDULED and owed(row) and not is_due(job.schedule, due_state(row, job), now)
+
+
+def locked(job: JobConfig, trigger: Trigger, buffered: bool) -> RunReport:
+    """The report of a tick that found the lock busy; a buffered one says so in its details and log line."""
+    return RunReport(job.name, RunStatus.LOCKED, trigger, details=[BUFFERED_MESSAGE] if buffered else [])
+
+
+def locked_line(report: RunReport) -> str:
+    """The log line of a locked tick, as the runner and the quick path both write it."""
+    return BUFFERED_MESSAGE if BUFFERED_MESSAGE in report.details else LOCKED_MESSAGE

@@ -22,7 +22,11 @@ class JobHealth:
     """state: ok | pending (never succeeded, not yet past its first slot + grace) | overdue (past next due
     + grace; for a job that never succeeded, its first slot after the database first knew it, + grace) |
     failing | paused | disabled | running | stuck (still `running` past its timeout, or 6 h, plus grace:
-    its process most likely died and no later tick has reaped it yet).
+    its process hangs holding the lock, or died and no later tick has reaped it yet; stuck outranks failing,
+    as a retry that hangs is the news).
+
+    holder_host, holder_pid, holder_run_id: the run a `running` or `stuck` job is in (its history row's host
+    and pid, else the tracking row's last_executed_by), so an operator knows which process to look at.
 
     missed_slots: slots a `catch_up = "none"` job skipped so far (recurring_job_executions.missed_slots). A
     skip moves the schedule past the slots it skipped, so a job that skipped them is not overdue for them;
@@ -46,6 +50,18 @@ class JobHealth:
     last_failure_at: datetime | None = None  # the latest failed run, kept whatever the history's retention
     last_failure_error: str | None = None
     missed_slots: int = 0
+    owed_run_at: datetime | None = None
+    holder_host: str | None = None
+    holder_pid: int | None = None
+    holder_run_id: int | None = None
+    stuck_after: timedelta | None = None  # timeout (or 6 h) + grace, for a running job
+
+    @property
+    def holder(self) -> str | None:
+        """`host:pid` of the running run, as `check` and `status` name it."""
+        if self.holder_host is None:
+            return None
+        return f"{self.holder_host}:{self.holder_pid}" if self.holder_pid is not None else self.holder_host
 
     @property
     def alarming(self) -> bool:
@@ -56,14 +72,34 @@ class JobHealth:
         for key, value in out.items():
             if isinstance(value, datetime):
                 out[key] = value.isoformat()
+            elif isinstance(value, timedelta):
+                out[key] = value.total_seconds()
         return out
 
 
-def assess(config: Config, states: Mapping[str, Any], now: datetime) -> list[JobHealth]:
-    return [_assess_one(config, name, states.get(name), now) for name in config.jobs]
+Owners = Mapping[int, tuple[str | None, int | None]]
 
 
-def _assess_one(config: Config, name: str, row: Any, now: datetime) -> JobHealth:
+def assess(config: Config, states: Mapping[str, Any], now: datetime, owners: Owners | None = None) -> list[JobHealth]:
+    """owners: host and pid by run id (jobs.tracking.run_owners) for the runs the rows say are running."""
+    return [_assess_one(config, name, states.get(name), now, owners or {}) for name in config.jobs]
+
+
+def running_runs(states: Mapping[str, Any]) -> list[int]:
+    """The run ids whose holders `assess` names: the tracking rows' last runs that are still `running`."""
+    return [row["last_run_id"] for row in states.values()
+            if row["last_status"] == RunStatus.RUNNING.value and row["last_run_id"] is not None]
+
+
+def _holder(row: Any, owners: Owners) -> tuple[str | None, int | None, int | None]:
+    run_id = row["last_run_id"]
+    if run_id in owners:
+        return (*owners[run_id], run_id)
+    host, _, pid = (row["last_executed_by"] or "").rpartition(":")
+    return (host or None, int(pid) if pid.isdigit() else None, run_id) if host else (None, None, run_id)
+
+
+def _assess_one(config: Config, name: str, row: Any, now: datetime, owners: Owners) -> JobHealth:
     job = config.jobs[name]
     get = (lambda key: row[key]) if row is not None else (lambda key: None)
     due = next_due_at(row, job)
@@ -72,16 +108,20 @@ def _assess_one(config: Config, name: str, row: Any, now: datetime) -> JobHealth
     failures = get("consecutive_failures") or 0
     last_status = get("last_status")
     overdue = ((now - owed) - job.grace).total_seconds() if owed is not None else 0.0
+    running = last_status == RunStatus.RUNNING.value
+    limit = (job.timeout or STUCK_AFTER) + job.grace if running else None
+    started = get("last_executed_at")
+    holder = _holder(row, owners) if running else (None, None, None)
     if not job.enabled:
         state = "disabled"
     elif get("paused"):
         state = "paused"
+    elif limit is not None and started is not None and now - started > limit:
+        state = "stuck"
     elif failures > 0:
         state = "failing"
-    elif last_status == RunStatus.RUNNING.value:
-        started = get("last_executed_at")
-        limit = (job.timeout or STUCK_AFTER) + job.grace
-        state = "stuck" if started is not None and now - started > limit else "running"
+    elif running:
+        state = "running"
     elif overdue > 0:
         state = "overdue"
     elif never:
@@ -107,4 +147,9 @@ def _assess_one(config: Config, name: str, row: Any, now: datetime) -> JobHealth
         last_failure_at=get("last_failure_at"),
         last_failure_error=get("last_failure_error"),
         missed_slots=get("missed_slots") or 0,
+        owed_run_at=get("owed_run_at"),
+        holder_host=holder[0],
+        holder_pid=holder[1],
+        holder_run_id=holder[2],
+        stuck_after=limit,
     )

@@ -69,6 +69,7 @@ class RunReport:
     transactions: int = 0
     longest_transaction_seconds: float = 0.0
     largest_batch_items: int = 0
+    owed_run: RunReport | None = None  # the run a busy tick owed, started right after this one (buffer_one)
 
     @property
     def duration_seconds(self) -> float | None:
@@ -95,4 +96,5 @@ class RunReport:
             "transactions": self.transactions,
             "longest_transaction_seconds": round(self.longest_transaction_seconds, 6),
             "largest_batch_items": self.largest_batch_items,
+            **({"owed_run": self.owed_run.as_dict()} if self.owed_run is not None else {}),
         }

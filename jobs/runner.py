@@ -4,7 +4,17 @@ config (already valid) → enabled → due (cheap, no lock) → signals → jitt
 reap abandoned runs → due again (authoritative; a `catch_up = "none"` job records the stale slots it skips
 and ends `not_due`) → the job's tables (once) → record start and claim the
 schedule slot (jobs.slots: a slot another run holds ends here as `duplicate_slot`) → run in bounded
-transactions → record outcome → report.
+transactions → record outcome → the owed run, if any → report.
+
+Overlap (`overlap = "buffer_one"`, Temporal's name): a due tick that finds the lock busy records that one run
+is owed (jobs.tracking.owe_run) and tries the lock once more (the holder may have finished before it could
+see the debt). The holder, right after recording its own outcome and still holding the lock, starts that
+owed run, whose start clears the debt in its own start transaction; one owed run per invocation, so a
+process stays bounded: a debt recorded during the owed run is left to the next tick, which runs it even if
+the schedule is not due (as it does when the holder died). An owed run is a `scheduled` run that claims no
+schedule slot (the slot fence keeps a slot's second run out, and an owed run is by nature a second run of
+the slot its holder served); when the schedule is due as well, the run is an ordinary scheduled one that
+claims its slot and pays the debt too.
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import clock, execution, jitter, signals, slots, tracking
 from .context import JobContext
-from .due import LOCKED_MESSAGE, skip, stale
+from .due import locked, locked_line, owed, owed_only, skip, stale
 from .errors import ConfigError, DatabaseUnavailable, Interrupted, one_line
 from .execution import db_call, job_logger
 from .outcome import RunReport, RunStatus, Trigger
@@ -61,9 +71,14 @@ def _run_job(app: App, name: str, trigger: Trigger, *, dry_run: bool, settings: 
         if trigger is Trigger.SCHEDULED:
             jitter.wait(job, row, stop)
         held = stack.enter_context(_holding(app, job))
+        buffered = held is None and trigger is Trigger.SCHEDULED and job.overlap == "buffer_one"
+        if buffered:
+            db_call(app, lambda: tracking.owe_run(app.engine, name, clock.utcnow()), "recording the owed run")
+            held = stack.enter_context(_holding(app, job))
         if held is None:
-            job_logger(name, None).info(LOCKED_MESSAGE)
-            return RunReport(name, RunStatus.LOCKED, trigger)
+            report = locked(job, trigger, buffered)
+            job_logger(name, None).info(locked_line(report))
+            return report
         now = clock.utcnow()
         db_call(app, lambda: tracking.reap_abandoned(app.engine, job, now), "reaping abandoned runs")
         row = db_call(app, lambda: tracking.read_state(app.engine, name), "reading the tracking table")
@@ -71,7 +86,10 @@ def _run_job(app: App, name: str, trigger: Trigger, *, dry_run: bool, settings: 
         if skipped is not None:
             return skipped
         _check_needs(app, job, settings)
-        return _execute(app, job, trigger, settings, stop, held, row)
+        report = _execute(app, job, trigger, settings, stop, held, row,
+                          owed_only=owed_only(job, row, trigger, clock.utcnow()))
+        report.owed_run = _owed_run(app, job, stop, held, report)
+        return report
 
 
 def _validate(job: JobConfig, settings: Any) -> None:
@@ -100,7 +118,7 @@ def _skip(job: JobConfig, row: Any, trigger: Trigger) -> RunReport | None:
 def _skip_stale(app: App, job: JobConfig, row: Any, trigger: Trigger) -> RunReport | None:
     """A `catch_up = "none"` tick whose owed slot is older than the window: record the slots it skips (never
     silently: missed_slots, the metric, `status` and a warning) and wait for the next slot."""
-    if trigger is not Trigger.SCHEDULED:
+    if trigger is not Trigger.SCHEDULED or owed(row):  # a run a busy tick owed runs whatever the slots' age
         return None
     now = clock.utcnow()
     slot = stale(job, row, now)
@@ -137,18 +155,37 @@ class _RetryingBackend:
         return db_call(self._app, lambda: self._backend.try_acquire(job, ttl), "taking the lock")
 
 
+def _owed_run(app: App, job: JobConfig, stop: Any, held: Any, report: RunReport) -> RunReport | None:
+    """The run a tick owed while this one held the lock, started right after its outcome, still under the lock
+    (with the configured settings, as the tick would have run it). A run that was interrupted, refused or lost
+    its lock leaves the debt to the next tick."""
+    if report.run_id is None or report.status in (RunStatus.INTERRUPTED, RunStatus.DUPLICATE_SLOT) \
+            or stop.requested or execution.known_lost(held):
+        return None
+    row = db_call(app, lambda: tracking.read_state(app.engine, job.name), "reading the tracking table")
+    if not owed(row) or row is None or row["paused"]:
+        return None
+    try:
+        _validate(job, job.settings)
+    except ConfigError as exc:
+        job_logger(job.name, None).warning("the owed run is left to the next tick: configuration: %s", exc)
+        return None
+    return _execute(app, job, Trigger.SCHEDULED, job.settings, stop, held, row, owed_only=True)
+
+
 def _execute(app: App, job: JobConfig, trigger: Trigger, settings: Any, stop: Any, held: Any,
-             row: Any) -> RunReport:
+             row: Any, *, owed_only: bool = False) -> RunReport:
     host, pid = execution.owner()
     started = clock.utcnow()
     try:
-        run_id = _claim_start(app, job, trigger, started, host, pid, row)
+        run_id = _claim_start(app, job, trigger, started, host, pid, row, owed_only)
     except slots.SlotTaken as taken:
         job_logger(job.name, taken.run_id).warning("duplicate_slot: %s", taken.message)
         return RunReport(job.name, RunStatus.DUPLICATE_SLOT, trigger, run_id=taken.run_id, started_at=started,
                          finished_at=started, error=taken.message)
     logger = job_logger(job.name, run_id)
-    logger.info("started (trigger=%s, host=%s, pid=%d)", trigger.value, host, pid)
+    logger.info("started (trigger=%s, host=%s, pid=%d)%s", trigger.value, host, pid,
+                " the run a busy tick owed (overlap = buffer_one)" if owed_only else "")
     _notify(app, logger, "run_started", job, run_id, trigger)
     deadline = time.monotonic() + job.timeout.total_seconds() if job.timeout is not None else None
     ctx = JobContext(job=job.name, run_id=run_id, now=started, engine=app.engine, log=logger,
@@ -166,10 +203,11 @@ def _execute(app: App, job: JobConfig, trigger: Trigger, settings: Any, stop: An
 
 
 def _claim_start(app: App, job: JobConfig, trigger: Trigger, started: datetime, host: str, pid: int,
-                 row: Any) -> int:
+                 row: Any, owed_only: bool) -> int:
     """Record the start and, for a scheduled run, claim the slot it serves in the same transaction: the
-    database's fence, whatever the lock believed (jobs.slots). Raises slots.SlotTaken when refused."""
-    slot = slots.served(job, row, trigger, started)
+    database's fence, whatever the lock believed (jobs.slots). Raises slots.SlotTaken when refused.
+    An owed run only (overlap = "buffer_one", the schedule not due) claims no slot."""
+    slot = None if owed_only else slots.served(job, row, trigger, started)
     bound = app.config.locks.host_loss_bound
     return db_call(app, lambda: tracking.start_run(app.engine, job, trigger, started, host, pid, slot=slot,
                                                    abandoned_after=bound), "recording the start")

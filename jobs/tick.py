@@ -3,7 +3,9 @@ paused, not due, or due but locked by another process. Anything else, or anythin
 raises HandOver, and the full runner (jobs/runner.py) decides as always.
 
 It decides with the runner's own pieces (jobs.due, the lock backends' key naming, jobs.files); it never
-writes: a tick that has work to do, a database or table to create, or runs to reap is the runner's.
+writes: a tick that has work to do, a database or table to create, or runs to reap is the runner's, and so
+is a locked tick of an `overlap = "buffer_one"` job that must record the run it buffers (one that finds a
+run already owed writes nothing, so it is decided here).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .due import EXECUTION_COLUMNS, SCHEMA_VERSION, skip
+from .due import EXECUTION_COLUMNS, SCHEMA_VERSION, locked, owed, skip
 from .outcome import RunReport, RunStatus, Trigger
 
 if TYPE_CHECKING:
@@ -59,7 +61,9 @@ def _decide(conn: Any, url: PlainURL, backend: str, config: Config, name: str, n
     if job.spec.validate is not None:
         job.spec.validate(job.settings)
     if _held_elsewhere(conn, backend, config, url, name):
-        return RunReport(name, RunStatus.LOCKED, Trigger.SCHEDULED)
+        if job.overlap == "buffer_one" and not owed(row):
+            raise HandOver(f"{name} is running: its owed run is recorded by the runner")
+        return locked(job, Trigger.SCHEDULED, buffered=job.overlap == "buffer_one")
     raise HandOver(f"{name} is due")
 
 

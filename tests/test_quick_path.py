@@ -41,6 +41,10 @@ STATES = {
     "backoff": (("sqlite", "postgres", "mariadb"), True),
     "locked": (("sqlite", "postgres", "mariadb"), True),
     "locked_lease": (("sqlite", "postgres", "mariadb"), False),
+    "buffer_locked": (("sqlite", "postgres", "mariadb"), False),  # overlap = "buffer_one": the owed run is written
+    "buffer_owed_locked": (("sqlite", "postgres", "mariadb"), True),  # a run already owed: nothing to write
+    "owed": (("sqlite", "postgres", "mariadb"), False),  # owed_run_at set, schedule not due: not "not due"
+    "owed_paused": (("sqlite", "postgres", "mariadb"), True),
     "abandoned": (("sqlite", "postgres", "mariadb"), False),
     "bad_config": (("sqlite", "postgres", "mariadb"), False),
     "unknown_job": (("sqlite", "postgres", "mariadb"), False),
@@ -53,6 +57,8 @@ STATES = {
     "missed_none_recorded": (("sqlite", "postgres", "mariadb"), True),
 }
 MISSED = ("missed_none", "missed_none_recorded")
+BUFFERED = ("buffer_locked", "buffer_owed_locked", "owed", "owed_paused")
+LOCKED = ("locked", "locked_lease", "buffer_locked", "buffer_owed_locked")
 CASES = [(state, db) for state, (dbs, _) in STATES.items() for db in dbs]
 
 
@@ -83,6 +89,8 @@ def _prepare(ws: Workspace, state: str, db: str, cli, run_due: bool = False) -> 
         config += '[locks]\nbackend = "lease"\n'
     if state in MISSED:
         config += f'[jobs.{JOB}]\ninterval = "1h"\ncatch_up = "none"\ncatch_up_window = "10m"\n'
+    if state in BUFFERED:
+        config += f'[jobs.{JOB}]\noverlap = "buffer_one"\n'
     ws.write_config(config)
     if state == "database_down":
         ws.db_url = ws.db_url.replace("127.0.0.1:5432", "127.0.0.1:9").replace("127.0.0.1:3306", "127.0.0.1:9")
@@ -97,11 +105,12 @@ def _prepare(ws: Workspace, state: str, db: str, cli, run_due: bool = False) -> 
     now = datetime.now(timezone.utc)
     if run_due:
         assert cli(ws, "log-cleanup").exit_code == 0
-    if state in ("not_due", "due", "backoff", "paused", "older_schema", *MISSED):
+    if state in ("not_due", "due", "backoff", "paused", "older_schema", *MISSED, "buffer_owed_locked", "owed",
+                 "owed_paused"):
         assert cli(ws, JOB).exit_code == 0
     if state == "not_due_jitter":  # forced: a scheduled first run would wait its jitter
         assert cli(ws, JOB, "--force").exit_code == 0
-    if state == "paused":
+    if state in ("paused", "owed_paused"):
         assert cli(ws, "pause", JOB).exit_code == 0
     with eng.begin() as conn:
         if state == "older_schema":
@@ -113,6 +122,9 @@ def _prepare(ws: Workspace, state: str, db: str, cli, run_due: bool = False) -> 
         if state in MISSED:  # the latest slot of the hourly grid is 30 minutes old, past the 10m window
             then = now - timedelta(days=3, minutes=30)
             conn.execute(update(executions).values(schedule_slot_at=then, last_executed_at=then))
+        if state in ("buffer_owed_locked", "owed", "owed_paused"):
+            conn.execute(update(executions).where(executions.c.job_name == JOB)
+                         .values(owed_run_at=now - timedelta(minutes=1)))
         if state == "backoff":
             conn.execute(update(executions).values(schedule_slot_at=now - timedelta(days=3), consecutive_failures=1,
                                                    next_retry_at=now + timedelta(hours=1)))
@@ -131,7 +143,7 @@ def _prepare(ws: Workspace, state: str, db: str, cli, run_due: bool = False) -> 
 
 def _hold_lock(ws: Workspace, state: str):
     """Another process's lock, as the job's own backend takes it (this test process stands in for it)."""
-    if state not in ("locked", "locked_lease"):
+    if state not in LOCKED:
         return None
     from jobs import config as config_mod
     from jobs.locks import backend_for
@@ -189,7 +201,8 @@ def test_quick_path_decides_as_the_full_cli(state: str, db: str, tmp_path: Path,
     _compare(state, db, args, tmp_path, request, cli)
 
 
-RUN_DUE = [(state, db) for state in ("not_due", "paused", "locked", "due") for db in ("sqlite", "postgres", "mariadb")]
+RUN_DUE = [(state, db) for state in ("not_due", "paused", "locked", "due", "buffer_locked",
+                                                 "buffer_owed_locked") for db in ("sqlite", "postgres", "mariadb")]
 
 
 @pytest.mark.parametrize(("state", "db"), RUN_DUE, ids=[f"{s}-{d}" for s, d in RUN_DUE])

@@ -30,7 +30,8 @@ class CheckResult:
         """Without ok and exit_code, which the caller puts first."""
         return {"jobs": [{"job": j.name, "state": j.state, "next_due_at": j.next_due_at,
                           "overdue_seconds": j.overdue_seconds, "consecutive_failures": j.consecutive_failures,
-                          "last_error": j.last_error} for j in self.jobs],
+                          "last_error": j.last_error, "holder_host": j.holder_host, "holder_pid": j.holder_pid,
+                          "holder_run_id": j.holder_run_id} for j in self.jobs],
                 **{a.key: a.data for a in self.alarms}}
 
 

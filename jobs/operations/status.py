@@ -51,7 +51,10 @@ def assess(app: App) -> list[JobHealth]:
     now = clock.utcnow()
     states = retried(app, lambda: tracking.all_states(app.engine, tracking.watched(app.config), now),
                      "reading the tracking table")
-    return health.assess(app.config, states, now)
+    running = health.running_runs(states)
+    owners = retried(app, lambda: tracking.run_owners(app.engine, running), "reading the running runs") \
+        if running else {}
+    return health.assess(app.config, states, now, owners)
 
 
 @dataclass(frozen=True)
