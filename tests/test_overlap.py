@@ -64,10 +64,10 @@ def _runs(cli, ws: Workspace) -> list[dict]:
     return sorted(json.loads(result.stdout)["runs"], key=lambda r: r["id"])
 
 
-def _owed_run_at(engine) -> datetime | None:
+def _owed_run_at(engine, job: str = "test-sleeper") -> datetime | None:
     with engine.connect() as conn:
         return conn.execute(select(executions.c.owed_run_at)
-                            .where(executions.c.job_name == "test-sleeper")).scalar_one_or_none()
+                            .where(executions.c.job_name == job)).scalar_one_or_none()
 
 
 def _finish(proc: subprocess.Popen) -> dict:
@@ -186,6 +186,24 @@ def test_a_run_past_its_timeout_and_grace_is_stuck_and_check_and_status_name_its
     assert holder.returncode == 1, "the run timed out at its batch boundary"
     assert all(j["holder_pid"] is None for j in checked["jobs"]), "a finished run holds nothing"
     engine.dispose()
+
+
+def test_a_second_busy_tick_leaves_the_owed_run_as_it_is_and_a_start_pays_it(engine):
+    """jobs.tracking.owe_run: one debt however many ticks (the first one's time kept); any start clears it."""
+    from datetime import timedelta, timezone
+
+    from jobs import tracking
+    from jobs.config import load
+    from jobs.outcome import Trigger
+    from jobs.registry import builtin_specs
+
+    job = load({}, builtin_specs(), database_url="sqlite://").job("log-cleanup")
+    first = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
+    assert tracking.owe_run(engine, job.name, first) is True, "a job the database did not know yet"
+    assert [tracking.owe_run(engine, job.name, first + timedelta(seconds=n)) for n in (1, 2)] == [False, False]
+    assert _owed_run_at(engine, job.name) == first
+    tracking.start_run(engine, job, Trigger.SCHEDULED, first + timedelta(seconds=3), "h", 1)
+    assert _owed_run_at(engine, job.name) is None
 
 
 BAD_OVERLAP = ['"queue"', '"Skip"', "true", '["skip"]', '""']
