@@ -170,7 +170,8 @@ def _owed_run(app: App, job: JobConfig, stop: Any, held: Any, report: RunReport)
     except ConfigError as exc:
         job_logger(job.name, None).warning("the owed run is left to the next tick: configuration: %s", exc)
         return None
-    return _execute(app, job, Trigger.SCHEDULED, job.settings, stop, held, row, owed_only=True)
+    return _execute(app, job, Trigger.SCHEDULED, job.settings, stop, held, row,
+                    owed_only=owed_only(job, row, Trigger.SCHEDULED, clock.utcnow()))
 
 
 def _execute(app: App, job: JobConfig, trigger: Trigger, settings: Any, stop: Any, held: Any,
