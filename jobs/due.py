@@ -83,7 +83,7 @@ def stale(job: JobConfig, row: Mapping[str, Any] | None, now: datetime) -> datet
 
 
 def owed(row: Any) -> bool:
-    """Whether a tick that found the job running left a run owed (at most one: jobs.tracking.owe_run); `row`
+    """Whether a tick that found the job running left a run owed (at most one: jobs.overlap.owe_run); `row`
     is the tracking row as a mapping (SQLAlchemy's or the quick path's), or None."""
     return row is not None and row.get("owed_run_at") is not None
 

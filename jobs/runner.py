@@ -7,7 +7,7 @@ schedule slot (jobs.slots: a slot another run holds ends here as `duplicate_slot
 transactions → record outcome → the owed run, if any → report.
 
 Overlap (`overlap = "buffer_one"`, Temporal's name): a due tick that finds the lock busy records that one run
-is owed (jobs.tracking.owe_run) and tries the lock once more (the holder may have finished before it could
+is owed (jobs.overlap.owe_run) and tries the lock once more (the holder may have finished before it could
 see the debt). The holder, right after recording its own outcome and still holding the lock, starts that
 owed run, whose start clears the debt in its own start transaction; one owed run per invocation, so a
 process stays bounded: a debt recorded during the owed run is left to the next tick, which runs it even if
@@ -26,7 +26,7 @@ from contextlib import ExitStack
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import clock, execution, jitter, signals, slots, tracking
+from . import clock, execution, jitter, overlap, signals, slots, tracking
 from .context import JobContext
 from .due import locked, locked_line, owed, owed_only, skip, stale
 from .errors import ConfigError, DatabaseUnavailable, Interrupted, one_line
@@ -73,7 +73,7 @@ def _run_job(app: App, name: str, trigger: Trigger, *, dry_run: bool, settings: 
         held = stack.enter_context(_holding(app, job))
         buffered = held is None and trigger is Trigger.SCHEDULED and job.overlap == "buffer_one"
         if buffered:
-            db_call(app, lambda: tracking.owe_run(app.engine, name, clock.utcnow()), "recording the owed run")
+            db_call(app, lambda: overlap.owe_run(app.engine, name, clock.utcnow()), "recording the owed run")
             held = stack.enter_context(_holding(app, job))
         if held is None:
             report = locked(job, trigger, buffered)

@@ -75,7 +75,7 @@ def start_run(engine: Engine, job: JobConfig, trigger: Trigger, now: datetime, h
 
     A slot another run holds makes this run `duplicate_slot`, finished at once, and raises slots.SlotTaken
     once that is committed; the tracking row is left to the holder. Any other start pays a run owed by a tick
-    that found the job running (`owe_run`): it starts after that tick, so it clears owed_run_at with its start.
+    that found the job running (jobs.overlap.owe_run): it starts after that tick, so it clears owed_run_at.
     """
     refused = None
     with engine.begin() as conn:
@@ -140,22 +140,6 @@ def record_skip(engine: Engine, job: JobConfig, slot: datetime, now: datetime) -
                                                       executions.c.schedule_slot_at == anchor).values(**values))
     # Compared with the anchor it read: a second skipper behind a broken lock counts nothing twice.
     return (skipped if moved.rowcount == 1 else 0), due_at
-
-
-def owe_run(engine: Engine, job: str, now: datetime) -> bool:
-    """A tick found the job running (overlap = "buffer_one"): record that one run is owed after it.
-
-    Returns whether this tick recorded it; a run already owed is left as it is (at most one, however many
-    ticks arrive), in one statement, so concurrent ticks cannot owe two.
-    """
-    with engine.begin() as conn:
-        if conn.execute(update(executions).where(executions.c.job_name == job, executions.c.owed_run_at.is_(None))
-                        .values(owed_run_at=now)).rowcount:
-            return True
-        if conn.execute(select(executions.c.job_name).where(executions.c.job_name == job)).first() is not None:
-            return False
-        _upsert(conn, job, now, owed_run_at=now)
-    return True
 
 
 def run_owners(engine: Engine, run_ids: Iterable[int]) -> dict[int, tuple[str | None, int | None]]:

@@ -189,18 +189,18 @@ def test_a_run_past_its_timeout_and_grace_is_stuck_and_check_and_status_name_its
 
 
 def test_a_second_busy_tick_leaves_the_owed_run_as_it_is_and_a_start_pays_it(engine):
-    """jobs.tracking.owe_run: one debt however many ticks (the first one's time kept); any start clears it."""
+    """jobs.overlap.owe_run: one debt however many ticks (the first one's time kept); any start clears it."""
     from datetime import timedelta, timezone
 
-    from jobs import tracking
+    from jobs import overlap, tracking
     from jobs.config import load
     from jobs.outcome import Trigger
     from jobs.registry import builtin_specs
 
     job = load({}, builtin_specs(), database_url="sqlite://").job("log-cleanup")
     first = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
-    assert tracking.owe_run(engine, job.name, first) is True, "a job the database did not know yet"
-    assert [tracking.owe_run(engine, job.name, first + timedelta(seconds=n)) for n in (1, 2)] == [False, False]
+    assert overlap.owe_run(engine, job.name, first) is True, "a job the database did not know yet"
+    assert [overlap.owe_run(engine, job.name, first + timedelta(seconds=n)) for n in (1, 2)] == [False, False]
     assert _owed_run_at(engine, job.name) == first
     tracking.start_run(engine, job, Trigger.SCHEDULED, first + timedelta(seconds=3), "h", 1)
     assert _owed_run_at(engine, job.name) is None
