@@ -93,7 +93,7 @@ def _decide(line: dict):
     from jobs import clock, dburl, tick
     from jobs import config as config_mod
     from jobs.due import recurring
-    from jobs.observe.tracing import configured
+    from jobs.observe import configured
     from jobs.registry import builtin_specs
 
     specs = builtin_specs()
@@ -111,25 +111,33 @@ def _decide(line: dict):
 
 
 def _show(line: dict, reports: list) -> int:
-    """What cli/job_commands.py prints for the same reports: the lock lines on stderr, --json on stdout."""
-    from jobs.due import locked_line
-    from jobs.execution import job_logger
+    """What cli/job_commands.py prints for the same reports: the lock lines on stderr, --json on stdout.
+    Logging and JSON are imported only when there is a line to write (a not-due tick writes nothing)."""
     from jobs.outcome import RunStatus
 
-    from . import exit_codes, logs, render
-    from .state import State
+    from . import exit_codes
 
-    state = State((), False, log_format=line["log_format"], quiet=line["quiet"])
-    logs.setup(state.log_format, state.log_level())
-    for report in reports:
-        if report.status is RunStatus.LOCKED:
+    locked = [report for report in reports if report.status is RunStatus.LOCKED]
+    if locked:
+        from jobs.due import locked_line
+        from jobs.execution import job_logger
+
+        from . import logs
+        from .state import State
+
+        state = State((), False, log_format=line["log_format"], quiet=line["quiet"])
+        logs.setup(state.log_format, state.log_level())
+        for report in locked:
             job_logger(report.job, None).info(locked_line(report))
     codes = [exit_codes.for_report(report) for report in reports]
     code = exit_codes.worst(codes)
-    if line["job"] != "run-due":
-        render.run_report(reports[0], as_json=line["json"], quiet=line["quiet"], exit_code=code)
-    elif line["json"]:
-        render.json_out(render.run_due_json(reports, codes, code))
+    if line["json"]:
+        from . import render
+
+        if line["job"] != "run-due":
+            render.run_report(reports[0], as_json=True, quiet=line["quiet"], exit_code=code)
+        else:
+            render.json_out(render.run_due_json(reports, codes, code))
     return code
 
 

@@ -79,9 +79,9 @@ def _backend(config: Config, url: PlainURL) -> str:
 
 
 def _connect(url: PlainURL, config: Config) -> Any:
-    bounds = config.locks.host_loss()
     if url.dialect == "sqlite":
         return _sqlite(Path(url.database))
+    bounds = config.locks.host_loss()
     if url.dialect == "postgresql":
         import psycopg
 

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cronwarden import ConfigError, JobContext, JobSpec, PermanentError, Secret, identifier, setting
+from cronwarden import ConfigError, JobSpec, PermanentError, Secret, identifier, setting
+
+if TYPE_CHECKING:
+    from cronwarden import JobContext
 
 MIN_PASSWORD_LENGTH = 12
 PASSWORD_ENV = "CRONWARDEN_ADMIN_PASSWORD"

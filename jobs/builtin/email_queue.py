@@ -48,15 +48,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cronwarden import ConfigError, JobContext, JobSpec, PermanentError, Secret, TransientError, identifier, setting
-
-from .email_rows import QUEUE_COLUMNS, Claim, Outcome, claim, claimable, message_id, queue_table, write_outcomes
+from cronwarden import ConfigError, JobSpec, PermanentError, Secret, TransientError, identifier, setting
 
 if TYPE_CHECKING:
     from sqlalchemy.sql.expression import TableClause
 
-    from cronwarden import GroupRecorder
+    from cronwarden import GroupRecorder, JobContext
 
+    from .email_rows import Claim, Outcome
     from .mail_transport import Message, Sender
 
 _CLAIM_SIZE = 100
@@ -124,6 +123,13 @@ def validate(s: Settings) -> None:
                           f"from for half of it, and one message may wait on several timeouts)")
 
 
+def _needs(s: Settings) -> dict[str, tuple[str, ...]]:
+    """The queue table's columns the run uses (email_rows, with its SQL, is imported by a run only)."""
+    from .email_rows import QUEUE_COLUMNS
+
+    return {s.table: QUEUE_COLUMNS}
+
+
 def backoff(s: Settings, attempts: int) -> timedelta:
     """retry_base × 2^(attempts−1), at most retry_max."""
     return min(s.retry_base * 2 ** min(max(attempts - 1, 0), 30), s.retry_max)
@@ -134,6 +140,8 @@ def _emails(n: int) -> str:
 
 
 def run(ctx: JobContext, s: Settings) -> None:
+    from .email_rows import claim, queue_table, write_outcomes
+
     for name in COUNTERS:
         ctx.count(name, 0)
     q = queue_table(s.table)
@@ -211,6 +219,7 @@ def _deliver(ctx: JobContext, s: Settings, held: Claim, transport: Any, sender: 
 
 def _compose(row: Any, s: Settings, sender: Sender, held: Claim) -> Message:
     """The row's message; a row that cannot become one (NULL columns, say) fails alone, never the queue."""
+    from .email_rows import message_id
     from .mail_transport import Rejected, compose
 
     try:
@@ -236,6 +245,8 @@ def _retry_later(ctx: JobContext, s: Settings, held: Claim, row: Any, error: str
 
 def _outcome(held: Claim, row: Any, status: str, attempts: int, next_attempt_at: datetime | None,
              last_error: str | None, sent_at: datetime | None = None) -> Outcome:
+    from .email_rows import Outcome
+
     return Outcome(row.id, held.by, held.at, status, attempts, next_attempt_at, last_error, sent_at)
 
 
@@ -258,6 +269,8 @@ def _preview(ctx: JobContext, s: Settings, q: TableClause) -> None:
     """Dry run: count what a run would send now (reclaims included); no claim, no connection."""
     from sqlalchemy import func, select
 
+    from .email_rows import claimable
+
     now = ctx.now
     rows = ctx.in_transaction(lambda conn: conn.execute(
         select(q.c.status, func.count()).where(claimable(q, now, now - s.visibility_timeout))
@@ -279,5 +292,5 @@ JOB = JobSpec(
     schedule="10s",
     description="Send up to batch_size queued emails; retry transient failures later, at least once.",
     validate=validate,
-    needs=lambda s: {s.table: QUEUE_COLUMNS},
+    needs=_needs,
 )

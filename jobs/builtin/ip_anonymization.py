@@ -25,9 +25,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cronwarden import BatchSize, JobContext, JobSpec, identifier, setting
+from cronwarden import JobSpec, identifier, setting
+
+if TYPE_CHECKING:
+    from cronwarden import JobContext
 
 START_ROWS = 1_000
 TARGET_SECONDS = 0.04
@@ -46,7 +49,7 @@ class Settings:
 
 
 def run(ctx: JobContext, s: Settings) -> None:
-    from cronwarden import ref
+    from cronwarden import BatchSize, ref
 
     users = ref(s.table, times=(s.login_column,), others=(s.ip_column, s.key_column))
     cutoff = ctx.cutoff(s.retention_days)

@@ -26,8 +26,12 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cronwarden import BatchSize, JobContext, JobSpec, PermanentError, identifier, oldest_first, setting
+from cronwarden import JobSpec, PermanentError, identifier, setting
+
+if TYPE_CHECKING:
+    from cronwarden import JobContext
 
 TARGET_SECONDS = (0.1, 0.2)
 """A row batch faster than this range lets the next one grow, a slower one shrinks it."""
@@ -79,7 +83,7 @@ def run(ctx: JobContext, s: Settings) -> None:
 
 
 def _delete_rows(ctx: JobContext, s: Settings, cutoff: datetime) -> None:
-    from cronwarden import ref
+    from cronwarden import BatchSize, oldest_first, ref
 
     logs = ref(s.table, times=(s.created_column,), others=(s.key_column,))
     created, key = logs.c[s.created_column], logs.c[s.key_column]

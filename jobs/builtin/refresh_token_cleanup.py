@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from cronwarden import BatchSize, JobSpec, identifier, oldest_first, setting
+from cronwarden import JobSpec, identifier, setting
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -72,7 +72,7 @@ class _Where:
 def run(ctx: JobContext, s: Settings) -> None:
     from sqlalchemy import func, select
 
-    from cronwarden import ref
+    from cronwarden import BatchSize, ref
 
     tokens = ref(s.table, times=(s.expires_column,))
     expires = tokens.c[s.expires_column]
@@ -95,7 +95,7 @@ def run(ctx: JobContext, s: Settings) -> None:
 def _delete_batch(conn: Connection, s: Settings, cutoff: datetime, size: int,
                   where: _Where) -> tuple[int, _Where | None]:
     """Delete at most `size` expired rows; returns (deleted, where the next batch starts, or None when done)."""
-    from cronwarden import ref
+    from cronwarden import oldest_first, ref
 
     dialect = conn.dialect.name
     keys = {"sqlite": ("rowid",), "postgresql": ("ctid",)}.get(dialect, ())

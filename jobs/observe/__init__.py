@@ -15,6 +15,17 @@ if TYPE_CHECKING:
     from ..app import App
 
 
+def configured(environ: Mapping[str, str]) -> bool:
+    """Whether the environment asks for traces (checked without importing anything: the quick path asks
+    before deciding a tick, so this lives here and not in .tracing, which imports logging and threading)."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporters = environ.get("OTEL_TRACES_EXPORTER", "").strip()
+    if exporters:
+        return any(name.strip().lower() not in ("", "none") for name in exporters.split(","))
+    return bool(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
 def attach(app: App, *, metrics_file: str | None = None, pushgateway: str | None = None,
            environ: Mapping[str, str] | None = None) -> None:
     """Add the observers this invocation asked for (ping URLs, OTEL_* environment, metrics options).
@@ -28,8 +39,6 @@ def attach(app: App, *, metrics_file: str | None = None, pushgateway: str | None
         from .pings import PingObserver
 
         app.observers.append(PingObserver())
-    from .tracing import configured
-
     if configured(env):
         from .tracing import TracingObserver
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import one_line
 from ..outcome import RunStatus
+from . import configured  # noqa: F401 - where it was first defined; the quick path imports it from the package
 
 if TYPE_CHECKING:
     from ..config import JobConfig
@@ -30,16 +31,6 @@ if TYPE_CHECKING:
 FLUSH_TIMEOUT = 3.0
 SERVICE_NAME = "cronwarden"
 log = logging.getLogger("cronwarden.tracing")
-
-
-def configured(environ: Mapping[str, str]) -> bool:
-    """Whether the environment asks for traces (checked without importing anything)."""
-    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return False
-    exporters = environ.get("OTEL_TRACES_EXPORTER", "").strip()
-    if exporters:
-        return any(name.strip().lower() not in ("", "none") for name in exporters.split(","))
-    return bool(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 
 
 def exporters_from(environ: Mapping[str, str]) -> list[Any]:
