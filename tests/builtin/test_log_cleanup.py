@@ -97,7 +97,9 @@ def test_deletes_rows_in_bounded_batches_and_a_second_run_deletes_nothing(worksp
     _add_rows(engine, {f"old{i}": CUTOFF - timedelta(seconds=5 + i) for i in range(250)}
               | {f"new{i}": CUTOFF + timedelta(seconds=5 + i) for i in range(30)})
     report = _run(cli, workspace, "--batch-size", "100")
-    assert report["counts"]["rows_deleted"] == 250 and report["transactions"] == 3
+    # batches of at most 100 rows: 3 transactions, more if a slow batch made the adaptive size smaller
+    assert report["counts"]["rows_deleted"] == 250 and report["largest_batch_items"] <= 100
+    assert report["transactions"] >= 3
     assert _messages(engine) == {f"new{i}" for i in range(30)}
     assert _run(cli, workspace)["counts"]["rows_deleted"] == 0
     assert len(_messages(engine)) == 30
