@@ -11,7 +11,6 @@ first use, so importing cronwarden imports nothing: only `ref` brings SQLAlchemy
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
 
 _HOMES = {
     "JobSpec": "jobs.spec",
@@ -40,7 +39,10 @@ _HOMES = {
 
 __all__ = sorted(_HOMES)
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
 if TYPE_CHECKING:
+    from typing import Any
+
     from jobs.app_tables import ref
     from jobs.batches import After, BatchSize, by_key, oldest_first
     from jobs.checks import identifier

@@ -3,12 +3,15 @@ these names stay importable from here for jobs written before that name existed.
 
 Each is loaded on first use (PEP 562), as `cronwarden`'s are: importing any `jobs` module imports this
 package first, and the quick path (cli/front.py) must not pay for the job context's logging and threads.
+
+For the same reason the modules a not-due tick loads do not import `typing` (~12 M instructions, 2 % of a
+MariaDB tick; BENCHMARKS.md): they set `TYPE_CHECKING = False`, which mypy and ruff read as typing.TYPE_CHECKING, and
+import typing's names under it; jobs.settings imports typing where it reads a settings type's hints.
 """
 
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
 
 _HOMES = {
     "JobContext": "jobs.context",
@@ -21,7 +24,10 @@ _HOMES = {
 
 __all__ = ["JobContext", "JobSpec", "NoSettings", "PermanentError", "TransientError", "setting"]
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see the docstring)
 if TYPE_CHECKING:
+    from typing import Any
+
     from .context import JobContext
     from .errors import PermanentError, TransientError
     from .settings import NoSettings, setting

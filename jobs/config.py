@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from . import retention
 from . import settings as settings_mod
@@ -20,7 +19,10 @@ from .schedule import Schedule, parse_duration, parse_schedule
 from .secrets import redact
 from .spec import JobSpec
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
 if TYPE_CHECKING:
+    from typing import Any
+
     from .host_loss import HostLossBounds
 
 DEFAULT_DATABASE_URL = "sqlite:///cronwarden.db"  # the embedded default: the only database created on first use

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
 from .catch_up import stale_slot
 from .outcome import RunReport, RunStatus, Trigger
 from .schedule import DueState, is_due, next_due
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
 if TYPE_CHECKING:
+    from typing import Any
+
     from .config import Config, JobConfig
 
 LOCKED_MESSAGE = "skipped: another process holds the lock"

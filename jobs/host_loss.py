@@ -22,7 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_BOUND_SECONDS = 60.0
 KEEPALIVE_PROBES = 3

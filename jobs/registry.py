@@ -9,12 +9,14 @@ Plugins are loaded only when an invocation needs them, so a built-in tick stays 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 from .spec import JobSpec
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
 if TYPE_CHECKING:
+    from typing import Any
+
     from .extensions import Extension
 
 ENTRY_POINT_GROUP = "cronwarden.jobs"

@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any
 
 from .errors import ConfigError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 RUNS_CHOICES = ("work", "all")
 JOB_KEYS = ("runs", "keep_succeeded", "keep_failed")

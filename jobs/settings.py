@@ -9,15 +9,17 @@ command-line options (`--retention-days`).
 from __future__ import annotations
 
 import dataclasses
-import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from .errors import ConfigError
 from .secrets import Secret
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 _NUMBER_LIMIT = 10**9
 
@@ -57,6 +59,8 @@ def fields_of(settings_type: type) -> tuple[dataclasses.Field, ...]:
 
 
 def type_of(settings_type: type, f: dataclasses.Field) -> Any:
+    import typing  # only when a value is given: a tick with the defaults never needs the hints
+
     hints = typing.get_type_hints(settings_type)
     return hints[f.name]
 
@@ -65,7 +69,7 @@ def option_name(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-def build(settings_type: type, raw: dict[str, Any], where: str, environ: typing.Mapping[str, str]) -> Any:
+def build(settings_type: type, raw: dict[str, Any], where: str, environ: Mapping[str, str]) -> Any:
     """Validate raw values (TOML keys in snake_case) into the settings dataclass."""
     known = {f.name: f for f in fields_of(settings_type)}
     values: dict[str, Any] = {}
@@ -109,7 +113,7 @@ def override(settings: Any, overrides: dict[str, Any], where_for: Callable[[str]
         raise ConfigError(f"{exc}") from None
 
 
-def read_env(name: str, environ: typing.Mapping[str, str]) -> str | None:
+def read_env(name: str, environ: Mapping[str, str]) -> str | None:
     """NAME or NAME_FILE (a mounted Kubernetes Secret); NAME wins."""
     if environ.get(name):
         if any("\udc80" <= ch <= "\udcff" for ch in environ[name]):  # bytes that were not UTF-8
@@ -156,6 +160,8 @@ def _fmt(limit: float, sample: Any) -> str:
 
 
 def _coerce_type(kind: Any, value: Any, where: str) -> Any:
+    import typing
+
     from .schedule import parse_duration
 
     origin = typing.get_origin(kind)

@@ -13,12 +13,14 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from .due import EXECUTION_COLUMNS, SCHEMA_VERSION, locked, owed, skip
 from .outcome import RunReport, RunStatus, Trigger
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
 if TYPE_CHECKING:
+    from typing import Any
+
     from .config import Config
     from .dburl import PlainURL
 

@@ -258,6 +258,22 @@ def test_a_for_line_is_handed_to_the_full_cli(command: str, sqlite_workspace: Wo
     assert out.count("\n") == 1 and "not_due" in out
 
 
+def test_a_not_due_tick_imports_no_typing_logging_json_or_job_runtime(sqlite_workspace: Workspace) -> None:
+    """What the front, config and built-ins import for a not-due tick with no config file: the standard
+    library's typing, logging and json, the job context and the batch helpers load only when used."""
+    ws = sqlite_workspace
+    ws.config_file.unlink()
+    env = {k: v for k, v in ws.env().items() if k != "CRONWARDEN_CONFIG"}
+    subprocess.run([sys.executable, "-m", "cli", JOB], cwd=ws.path, env=env, check=True, capture_output=True)
+    probe = ("import sys\nfrom cli.front import main\ncode = main(sys.argv[1:])\n"
+             "print(code, ','.join(m for m in ('sqlalchemy', 'typing', 'logging', 'json', 'threading', 'socket',\n"
+             "                                 'jobs.context', 'jobs.batches', 'jobs.execution',\n"
+             "                                 'jobs.builtin.email_rows') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", probe, JOB], cwd=ws.path, env=env, check=True,
+                         capture_output=True, text=True)
+    assert (out.stdout, out.stderr) == ("0 \n", "")
+
+
 def test_locked_tick_logs_the_same_json_line(sqlite_workspace: Workspace, tmp_path: Path) -> None:
     """--log-format json and --quiet after the job name: the lock line is the runner's, in JSON."""
     ws = sqlite_workspace

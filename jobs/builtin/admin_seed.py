@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
 from cronwarden import ConfigError, JobSpec, PermanentError, Secret, identifier, setting
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
 if TYPE_CHECKING:
+    from typing import Any
+
     from cronwarden import JobContext
 
 MIN_PASSWORD_LENGTH = 12

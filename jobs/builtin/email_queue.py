@@ -46,11 +46,13 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from cronwarden import ConfigError, JobSpec, PermanentError, Secret, TransientError, identifier, setting
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
 if TYPE_CHECKING:
+    from typing import Any
+
     from sqlalchemy.sql.expression import TableClause
 
     from cronwarden import GroupRecorder, JobContext
@@ -69,12 +71,12 @@ _RECORD_MAX = 1000
 (at most 1000): a transaction costs far more CPU than a message, the sleeping thread does not
 fight the sender for the GIL, and a SIGKILL loses at most ~100 ms of outcomes."""
 
-_FROM = re.compile(r"^(?:[^<>]*<[\x21-\x7e]+@[A-Za-z0-9.-]+>|[\x21-\x7e]+@[A-Za-z0-9.-]+)$")
+_FROM = r"^(?:[^<>]*<[\x21-\x7e]+@[A-Za-z0-9.-]+>|[\x21-\x7e]+@[A-Za-z0-9.-]+)$"  # compiled by re at the first check
 COUNTERS = ("sent", "failed", "retried", "reclaimed")
 
 
 def _from_address(value: str) -> str | None:
-    if "@" not in value or not _FROM.match(value.strip()) or value.count("<") > 1:
+    if "@" not in value or not re.match(_FROM, value.strip()) or value.count("<") > 1:
         return (f"expected an ASCII address such as noreply@example.com or 'Name <noreply@example.com>', "
                 f"got {value!r}")
     return None

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
 from cronwarden import JobSpec, identifier, setting
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
 if TYPE_CHECKING:
+    from typing import Any
+
     from sqlalchemy.engine import Connection
     from sqlalchemy.sql.expression import ColumnElement, TableClause
 
