@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from datetime import datetime, timezone
@@ -52,6 +51,8 @@ class JsonFormatter(_Redacting):
         }
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
+        import json  # here: a text-format lock line, the quick path's only log line, needs none
+
         return json.dumps(entry, default=str)
 
 

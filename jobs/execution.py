@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -29,6 +28,8 @@ T = TypeVar("T")
 
 def owner() -> tuple[str, int]:
     """(host, pid): who runs, as stored in run history, claims and locks."""
+    import socket  # here: a locked tick logs through this module and never asks who it is
+
     return socket.gethostname(), os.getpid()
 
 
