@@ -42,3 +42,28 @@ def build_backend(url: str, backend: str, lock_dir: Path, ttl: str = "3s"):
     engine = make_engine(url)
     upgrade(engine)
     return backend_for(cfg, engine), engine
+
+
+def can_take_now(ws, job: str) -> bool:
+    """Whether this test process, standing in for a second process, can take the job's lock at once, as the
+    workspace's CLI would (its config's [locks] and lock folder; [jobs.*] tables of plugin jobs are left out,
+    they do not choose the lock); a lock taken is released right away."""
+    from datetime import timedelta
+
+    from jobs import config as config_mod
+    from jobs.db import make_engine
+    from jobs.locks import backend_for
+    from jobs.registry import builtin_specs
+
+    raw = config_mod.read_toml(ws.config_file)
+    known = {spec.name for spec in builtin_specs()}
+    raw["jobs"] = {name: table for name, table in raw.get("jobs", {}).items() if name in known}
+    cfg = config_mod.load(raw, builtin_specs(), environ=ws.env(), database_url=ws.db_url)
+    eng = make_engine(ws.db_url)
+    try:
+        held = backend_for(cfg, eng).try_acquire(job, timedelta(minutes=1))
+        if held is not None:
+            held.release()
+        return held is not None
+    finally:
+        eng.dispose()

@@ -133,12 +133,12 @@ def test_a_not_due_tick_never_waits(workspace: Workspace, engine):
 
 @pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
 def test_no_lock_is_held_while_waiting(workspace: Workspace, engine):
-    from tests.test_run_for import _take_lock_now
+    from tests.locks_helpers import can_take_now
 
     workspace.write_config(_config_for_a_wait_of(3))
     waiting = workspace.popen("email-queue", "--json")
     _read_until(waiting, "jitter")
-    assert _take_lock_now(workspace), "the waiting tick held the lock"
+    assert can_take_now(workspace, "email-queue"), "the waiting tick held the lock"
     out, err = waiting.communicate(timeout=20)
     assert waiting.returncode == 0, err
     assert json.loads(out)["status"] == "succeeded", "the lock is taken once the wait ends"

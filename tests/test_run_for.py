@@ -19,6 +19,7 @@ from sqlalchemy import select
 from jobs.models import runs
 from jobs.outcome import RunReport, RunStatus
 from tests.conftest import Workspace
+from tests.locks_helpers import can_take_now
 
 pytestmark = pytest.mark.slow
 TWO_DBS = pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
@@ -26,28 +27,10 @@ EMAIL = '[jobs.email-queue]\ninterval = "{every}"\nhistory = "all"\ntransport = 
 
 
 def _runs(engine, job: str = "email-queue") -> list[dict]:
-    with engine.connect() as conn:
+    """Read in autocommit: on SQLite a poll then never queues for the write lock behind a run's batches."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         return [dict(r) for r in conn.execute(select(runs).where(runs.c.job_name == job).order_by(runs.c.id))
                 .mappings()]
-
-
-def _take_lock_now(ws: Workspace, job: str = "email-queue") -> bool:
-    """Whether this test process, a second process, can take the job's lock at once (released right away)."""
-    from jobs import config as config_mod
-    from jobs.db import make_engine
-    from jobs.locks import backend_for
-    from jobs.registry import builtin_specs
-
-    cfg = config_mod.load(config_mod.read_toml(ws.config_file), builtin_specs(), environ=ws.env(),
-                          database_url=ws.db_url)
-    eng = make_engine(ws.db_url)
-    try:
-        held = backend_for(cfg, eng).try_acquire(job, timedelta(minutes=1))
-        if held is not None:
-            held.release()
-        return held is not None
-    finally:
-        eng.dispose()
 
 
 def _wait_for(condition, what: str, proc=None, timeout: float = 60) -> None:
@@ -91,10 +74,14 @@ def test_run_due_for_prints_one_json_object_per_round(workspace: Workspace, engi
 
 @pytest.mark.parametrize("db_url", ["sqlite", "postgres", "mariadb"], indirect=True)
 def test_the_lock_is_held_only_while_a_run_lasts(workspace: Workspace, engine):
-    workspace.write_config(EMAIL.format(every="2s"))
-    loop = workspace.popen("email-queue", "--for", "4s")
+    workspace.write_config(EMAIL.format(every="5s"))
+    loop = workspace.popen("email-queue", "--for", "7s")
     _wait_for(lambda: [r["status"] for r in _runs(engine)] == ["succeeded"], "the loop's first run", loop)
-    assert _take_lock_now(workspace), "the loop held the lock while it slept until its next slot"
+    # the run's outcome is committed a moment before its lock is released: try for 2 s of the 5 s sleep
+    deadline = time.monotonic() + 2
+    while not can_take_now(workspace, "email-queue"):
+        assert time.monotonic() < deadline, "the loop held the lock while it slept until its next slot"
+        time.sleep(0.05)
     _, err = loop.communicate(timeout=20)
     assert loop.returncode == 0, err
     assert [(r["status"], r["pid"]) for r in _runs(engine)] == [("succeeded", loop.pid)] * 2
