@@ -6,8 +6,8 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
 if TYPE_CHECKING:
     from jobs.app import App
     from jobs.spec import JobSpec

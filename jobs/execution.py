@@ -11,19 +11,20 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import DatabaseUnavailable, Interrupted, LeaseLost, PermanentError, TimedOut, is_transient, one_line
 from .outcome import RunStatus
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
 if TYPE_CHECKING:
     from datetime import timedelta
+    from typing import Any, TypeVar
 
     from .app import App
     from .config import RetryPolicy
     from .context import JobContext
 
-T = TypeVar("T")
+    T = TypeVar("T")
 
 
 def owner() -> tuple[str, int]:

@@ -12,29 +12,41 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol
 
 from ..execution import owner_id as owner_id  # where lock callers have always found it
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Protocol
 
     from sqlalchemy.engine import Connection, Engine
 
     from ..config import Config
 
+    # The backends' shapes, for the type checker: a locked tick imports this package, not typing.
+    class Held(Protocol):
+        """A lock this process holds."""
 
-class Held(Protocol):
-    """A lock this process holds."""
+        def verify(self, conn: Connection) -> None:
+            """Raise LeaseLost if the lock is no longer ours; called inside each batch before commit."""
 
-    def verify(self, conn: Connection) -> None:
-        """Raise LeaseLost if the lock is no longer ours; called inside each batch before commit."""
+        def check(self) -> None:
+            """Raise LeaseLost if the lock is known lost without asking the database; called before each batch."""
 
-    def check(self) -> None:
-        """Raise LeaseLost if the lock is known lost without asking the database; called before each batch."""
+        def release(self) -> None:
+            """Give the lock back; safe to call twice."""
 
-    def release(self) -> None:
-        """Give the lock back; safe to call twice."""
+    class Acquires(Protocol):
+        def try_acquire(self, job: str, ttl: timedelta) -> Held | None:
+            """Take the job's lock without waiting; None when another process holds it."""
+
+    class LockBackend(Acquires, Protocol):
+        name: str
+        crash_bound: str
+
+        def unlock(self, job: str, ttl: timedelta) -> Unlocked:
+            """`cronwarden unlock`: end a stale holder's lock where this backend can outlive its holder."""
 
 
 class Unlock(Enum):
@@ -47,19 +59,6 @@ class Unlock(Enum):
 class Unlocked:
     outcome: Unlock
     note: str | None = None  # for NOT_LOCKED: why no lock of this backend can outlive its holder
-
-
-class Acquires(Protocol):
-    def try_acquire(self, job: str, ttl: timedelta) -> Held | None:
-        """Take the job's lock without waiting; None when another process holds it."""
-
-
-class LockBackend(Acquires, Protocol):
-    name: str
-    crash_bound: str
-
-    def unlock(self, job: str, ttl: timedelta) -> Unlocked:
-        """`cronwarden unlock`: end a stale holder's lock where this backend can outlive its holder."""
 
 
 def probe_unlock(backend: LockBackend, job: str, ttl: timedelta) -> Unlocked:

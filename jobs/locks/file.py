@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from ..errors import ConfigError
 from . import Unlocked, probe_unlock
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def lock_path(directory: Path, job: str) -> Path:

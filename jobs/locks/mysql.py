@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import hashlib
 from datetime import timedelta
-from typing import Any
 
 from . import Unlocked, probe_unlock
 from .postgres import _SessionHeld, take_session_lock
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def lock_name(job: str, database: str | None) -> str:

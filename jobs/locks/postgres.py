@@ -12,10 +12,13 @@ import hashlib
 import os
 import threading
 from datetime import timedelta
-from typing import Any
 
 from ..errors import LeaseLost
 from . import Unlocked, probe_unlock
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 _TCP_ESTABLISHED = 1  # tcp_info.tcpi_state (linux/tcp_states.h)
 
