@@ -125,18 +125,20 @@ class Worker:
                         room = 0
                     if recorder.background:
                         self._flush(pending, report)
+                        writing = recorder.in_flight  # read before the claim: a write that ends during it
                         batch = self._db(partial(claiming.claim, self.engine, self.token, max(room, 0), self._ttls,
                                                  DEFAULT_CLAIM), "claiming jobs")
                     else:
+                        writing = False  # recorded in the claim's own transaction
                         statuses, batch = self._db(
                             partial(claiming.record_and_claim, self.engine, pending, self.host, self.pid, self.token,
                                     max(room, 0), self._ttls, DEFAULT_CLAIM),
                             "recording outcomes and claiming jobs")
                         self._report(pending, statuses, report)
                     if not batch:
-                        if recorder.in_flight:
-                            self._reported(recorder.wait(), report)  # its successes may have released
-                            continue                                  # continuations: look again
+                        if writing or recorder.in_flight:  # outcomes written meanwhile may have released
+                            self._reported(recorder.wait(), report)  # continuations the claim did not see
+                            continue                                  # yet: look again once it is written
                         break
                     report.claimed += len(batch)
                     started = time.monotonic()

@@ -75,6 +75,35 @@ def test_immediate_delayed_and_continuation_jobs_run_in_order(queue_engine):
     assert row(queue_engine, later)["status"] == "succeeded"
 
 
+@pytest.mark.parametrize("db_url", ["postgres", "mariadb"], indirect=True)  # SQLite records with the next claim
+def test_a_continuation_released_while_the_last_claim_ran_is_run_by_the_same_drain(queue_engine, monkeypatch):
+    """The interleaving that once ended a drain early: the parent's outcome is still being written (on the
+    recorder's thread) when the claim finds nothing, and the write ends before the worker looks whether one
+    was in flight. Only the timing is forced (a write that starts late, a claim that returns late)."""
+    import time
+
+    from jobs.queue import claiming
+
+    record, claim = claiming.record, claiming.claim
+
+    def late_record(*args, **kwargs):
+        time.sleep(0.3)  # the claim runs before this write commits
+        return record(*args, **kwargs)
+
+    def late_claim(*args, **kwargs):
+        found = claim(*args, **kwargs)
+        if not found:
+            time.sleep(0.6)  # the write commits before the worker looks
+        return found
+
+    monkeypatch.setattr(claiming, "record", late_record)
+    monkeypatch.setattr(claiming, "claim", late_claim)
+    parent = add(queue_engine, args={"tag": "parent"})
+    add(queue_engine, args={"tag": "child"}, after=parent)
+    report = drain(queue_engine)
+    assert order(queue_engine) == ["parent", "child"] and report.succeeded == 2
+
+
 def test_continuations_of_a_parent_that_fails_for_good_are_cancelled_transitively(queue_engine):
     parent = add(queue_engine, args={"tag": "parent", "permanent": True})
     child = add(queue_engine, args={"tag": "child"}, after=parent)
