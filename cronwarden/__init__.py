@@ -10,7 +10,7 @@ first use, so importing cronwarden imports nothing: only `ref` brings SQLAlchemy
 
 from __future__ import annotations
 
-from importlib import import_module
+from jobs.lazy import exports
 
 _HOMES = {
     "JobSpec": "jobs.spec",
@@ -41,8 +41,6 @@ __all__ = sorted(_HOMES)
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
 if TYPE_CHECKING:
-    from typing import Any
-
     from jobs.app_tables import ref
     from jobs.batches import After, BatchSize, by_key, oldest_first
     from jobs.checks import identifier
@@ -56,14 +54,4 @@ if TYPE_CHECKING:
     from jobs.spec import JobSpec
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'cronwarden' has no attribute {name!r}")
-    value = getattr(import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOMES))
+__getattr__, __dir__ = exports("cronwarden", _HOMES, globals())

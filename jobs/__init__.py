@@ -11,7 +11,7 @@ import typing's names under it; jobs.settings imports typing where it reads a se
 
 from __future__ import annotations
 
-from importlib import import_module
+from .lazy import exports
 
 _HOMES = {
     "JobContext": "jobs.context",
@@ -26,22 +26,10 @@ __all__ = ["JobContext", "JobSpec", "NoSettings", "PermanentError", "TransientEr
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see the docstring)
 if TYPE_CHECKING:
-    from typing import Any
-
     from .context import JobContext
     from .errors import PermanentError, TransientError
     from .settings import NoSettings, setting
     from .spec import JobSpec
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'jobs' has no attribute {name!r}")
-    value = getattr(import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOMES))
+__getattr__, __dir__ = exports("jobs", _HOMES, globals())

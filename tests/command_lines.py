@@ -88,3 +88,15 @@ def help_exit_code(args: list[str]) -> int:
     from cli.app import main
 
     return main([*args, "--help"])
+
+
+def for_window(args: list[str]) -> timedelta | None:
+    """The `--for` window of a cronwarden invocation's arguments, if it has one."""
+    from jobs.schedule import parse_duration
+
+    for i, arg in enumerate(args):
+        if arg == "--for" and i + 1 < len(args):
+            return parse_duration(args[i + 1])
+        if arg.startswith("--for="):
+            return parse_duration(arg.partition("=")[2])
+    return None

@@ -14,6 +14,7 @@ from cronsim import CronSim, CronSimError
 from tests.command_lines import (
     CRONTAB,
     ENV_ASSIGNMENT,
+    for_window,
     global_options_and_command,
     help_exit_code,
     real_commands,
@@ -148,24 +149,12 @@ def test_run_due_alternative_is_shown_commented_out():
     assert "run-due" not in _invocations_by_command()
 
 
-def _for_window(args: list[str]) -> timedelta | None:
-    """The `--for` window of a cronwarden invocation, if it has one."""
-    from jobs.schedule import parse_duration
-
-    for i, arg in enumerate(args):
-        if arg == "--for" and i + 1 < len(args):
-            return parse_duration(args[i + 1])
-        if arg.startswith("--for="):
-            return parse_duration(arg.partition("=")[2])
-    return None
-
-
 def test_each_job_ticks_at_least_as_often_as_its_schedule():
     by_command = _invocations_by_command()
     for job, period in recurring_jobs().items():
         for schedule, args, _ in by_command[job]:
             if period < timedelta(minutes=1):
-                assert _for_window(args) is not None, f"{job} runs every {period}: its line must tick with --for"
+                assert for_window(args) is not None, f"{job} runs every {period}: its line must tick with --for"
             else:
                 assert _longest_gap(schedule) <= period, f"{job}: {schedule} ticks less often than {period}"
 
@@ -185,7 +174,7 @@ def test_sub_minute_job_ticks_until_just_before_the_next_minutes_line():
     """The window leaves no slot of the minute unserved (at least 60 s minus the period) and ends before the
     next minute's process starts."""
     for job, period, args, _ in _sub_minute_lines():
-        window = _for_window(args)
+        window = for_window(args)
         assert window is not None and timedelta(minutes=1) - period <= window < timedelta(minutes=1), \
             f"{job}: --for {window} leaves slots unserved or overlaps the next minute"
 
@@ -194,7 +183,7 @@ def test_sub_minute_line_is_not_cut_short_by_its_timeout():
     for job, _, args, command in _sub_minute_lines():
         words = next(w for w in simple_commands(command) if "cronwarden" in w)
         duration = [o for o in _timeout_words(words)[1:] if not o.startswith("-")][0]
-        window = _for_window(args)
+        window = for_window(args)
         assert window is not None and _seconds(duration) > window.total_seconds() + 30, \
             f"{job}: timeout {duration} would stop the loop or its last run (smtp_timeout 30 s)"
 

@@ -24,6 +24,7 @@ import yaml
 from cronsim import CronSim
 
 from tests.command_lines import (
+    for_window,
     global_options_and_command,
     help_exit_code,
     real_commands,
@@ -131,15 +132,8 @@ def _cronjob_for(job: str) -> dict[str, Any]:
 
 def _for_window(obj: dict[str, Any]) -> timedelta | None:
     """The `--for` window of the CronJob's cronwarden command, if it has one."""
-    from jobs.schedule import parse_duration
-
     (args,) = _cronwarden_args(_pod_spec(obj)["containers"][0])
-    for i, arg in enumerate(args):
-        if arg == "--for" and i + 1 < len(args):
-            return parse_duration(args[i + 1])
-        if arg.startswith("--for="):
-            return parse_duration(arg.partition("=")[2])
-    return None
+    return for_window(args)
 
 
 def _config_text() -> str:
