@@ -223,13 +223,15 @@ class SmtpTransport:
         import smtplib
         import ssl
 
+        from . import smtp_client
+
         conn: smtplib.SMTP | None = None
         try:
             if self._security == "tls":
-                conn = smtplib.SMTP_SSL(self._host, self._port, timeout=self._timeout,
-                                        context=ssl.create_default_context())
+                conn = smtp_client.SMTP_SSL(self._host, self._port, timeout=self._timeout,
+                                            context=ssl.create_default_context())
             else:
-                conn = smtplib.SMTP(self._host, self._port, timeout=self._timeout)
+                conn = smtp_client.SMTP(self._host, self._port, timeout=self._timeout)
             conn.ehlo()
             if self._security == "starttls":
                 conn.starttls(context=ssl.create_default_context())
