@@ -15,6 +15,7 @@ from pathlib import Path
 from . import retention
 from . import settings as settings_mod
 from .errors import ConfigError
+from .records import FrozenRecord
 from .schedule import Schedule, parse_duration, parse_schedule
 from .secrets import redact
 from .spec import JobSpec
@@ -34,10 +35,11 @@ CATCH_UP_CHOICES = ("one", "none")
 OVERLAP_CHOICES = ("skip", "buffer_one")  # Temporal's overlap policy names
 HOST_LOSS_MIN, HOST_LOSS_MAX = timedelta(seconds=8), timedelta(hours=1)  # 8 s: 1 s idle + 3 probes 1 s apart
 _TOP_KEYS = ("database_url", "locks", "retry", "history", "jobs")
+_HISTORY = retention.HistoryPolicy()
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
+@dataclass(init=False, repr=False, eq=False)
+class RetryPolicy(FrozenRecord):
     """In-process retries of transient errors: bounded by attempts and by total time."""
 
     attempts: int = 5
@@ -45,13 +47,30 @@ class RetryPolicy:
     max_wait: timedelta = timedelta(seconds=8)
     max_time: timedelta = timedelta(seconds=30)
 
+    def __init__(self, attempts: int = 5, initial_wait: timedelta = timedelta(seconds=0.5),
+                 max_wait: timedelta = timedelta(seconds=8), max_time: timedelta = timedelta(seconds=30)) -> None:
+        object.__setattr__(self, "attempts", attempts)
+        object.__setattr__(self, "initial_wait", initial_wait)
+        object.__setattr__(self, "max_wait", max_wait)
+        object.__setattr__(self, "max_time", max_time)
 
-@dataclass(frozen=True)
-class LockConfig:
+
+@dataclass(init=False, repr=False, eq=False)
+class LockConfig(FrozenRecord):
+    """[locks]: which backend holds a job's lock, and how long a vanished holder keeps it."""
+
     backend: str = "auto"
     directory: Path | None = None
     lease_ttl: timedelta = timedelta(seconds=30)  # host_loss_bound / 2 unless set
     host_loss_bound: timedelta = timedelta(seconds=60)
+
+    def __init__(self, backend: str = "auto", directory: Path | None = None,
+                 lease_ttl: timedelta = timedelta(seconds=30), host_loss_bound: timedelta = timedelta(seconds=60)
+                 ) -> None:
+        object.__setattr__(self, "backend", backend)
+        object.__setattr__(self, "directory", directory)
+        object.__setattr__(self, "lease_ttl", lease_ttl)
+        object.__setattr__(self, "host_loss_bound", host_loss_bound)
 
     def host_loss(self) -> HostLossBounds:
         """The connection timeouts and session settings derived from host_loss_bound."""
@@ -60,8 +79,8 @@ class LockConfig:
         return HostLossBounds(self.host_loss_bound.total_seconds())
 
 
-@dataclass(frozen=True)
-class JobConfig:
+@dataclass(init=False, repr=False, eq=False)
+class JobConfig(FrozenRecord):
     """One job's validated configuration: the common keys plus its own settings."""
 
     spec: JobSpec
@@ -72,11 +91,30 @@ class JobConfig:
     grace_setting: timedelta | None  # the configured `grace`; None for the default below
     settings: Any
     ping_url: str | None = None
-    history: retention.HistoryPolicy = retention.HistoryPolicy()  # which runs keep a row, and how long
+    history: retention.HistoryPolicy = _HISTORY  # which runs keep a row, and how long
     jitter: timedelta = timedelta(0)  # a scheduled run waits up to this long before it starts (jobs.jitter)
     catch_up: str = "one"  # after missed slots: "one" catch-up run, or "none" (skip slots older than the window)
     catch_up_window_setting: timedelta | None = None  # the configured `catch_up_window`; None for the default
     overlap: str = "skip"  # a tick that finds the job running: "skip" it, or "buffer_one" run owed after it
+
+    def __init__(self, spec: JobSpec, enabled: bool, schedule: Schedule, retry_delays: tuple[timedelta, ...],
+                 timeout: timedelta | None, grace_setting: timedelta | None, settings: Any,
+                 ping_url: str | None = None, history: retention.HistoryPolicy = _HISTORY,
+                 jitter: timedelta = timedelta(0), catch_up: str = "one",
+                 catch_up_window_setting: timedelta | None = None, overlap: str = "skip") -> None:
+        object.__setattr__(self, "spec", spec)
+        object.__setattr__(self, "enabled", enabled)
+        object.__setattr__(self, "schedule", schedule)
+        object.__setattr__(self, "retry_delays", retry_delays)
+        object.__setattr__(self, "timeout", timeout)
+        object.__setattr__(self, "grace_setting", grace_setting)
+        object.__setattr__(self, "settings", settings)
+        object.__setattr__(self, "ping_url", ping_url)
+        object.__setattr__(self, "history", history)
+        object.__setattr__(self, "jitter", jitter)
+        object.__setattr__(self, "catch_up", catch_up)
+        object.__setattr__(self, "catch_up_window_setting", catch_up_window_setting)
+        object.__setattr__(self, "overlap", overlap)
 
     @property
     def name(self) -> str:
@@ -106,8 +144,10 @@ class JobConfig:
         return min(max(timedelta(minutes=5), period), timedelta(hours=1)) if period else timedelta(hours=1)
 
 
-@dataclass(frozen=True)
-class Config:
+@dataclass(init=False, repr=False, eq=False)
+class Config(FrozenRecord):
+    """The whole validated configuration, and the environment it was read with."""
+
     database_url: str
     locks: LockConfig
     retry: RetryPolicy
@@ -115,6 +155,17 @@ class Config:
     jobs: dict[str, JobConfig]
     source: Path | None = None
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def __init__(self, database_url: str, locks: LockConfig, retry: RetryPolicy, history: retention.HistoryPolicy,
+                 jobs: dict[str, JobConfig], source: Path | None = None, environ: Mapping[str, str] | None = None
+                 ) -> None:
+        object.__setattr__(self, "database_url", database_url)
+        object.__setattr__(self, "locks", locks)
+        object.__setattr__(self, "retry", retry)
+        object.__setattr__(self, "history", history)
+        object.__setattr__(self, "jobs", jobs)
+        object.__setattr__(self, "source", source)
+        object.__setattr__(self, "environ", {} if environ is None else environ)
 
     @property
     def history_retention(self) -> timedelta:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from .records import FrozenRecord
+
 _SCHEMES = {
     "sqlite": "sqlite",
     "postgresql": "postgresql", "postgres": "postgresql", "postgresql+psycopg": "postgresql",
@@ -22,14 +24,25 @@ class NotPlain(Exception):
     """The URL is not one this module vouches for: hand over to the full path."""
 
 
-@dataclass(frozen=True)
-class PlainURL:
+@dataclass(init=False, repr=False, eq=False)
+class PlainURL(FrozenRecord):
+    """The parts of a plain URL the drivers connect with."""
+
     dialect: str  # sqlite, postgresql or mysql
     database: str  # the SQLite file, or the server's database name
     host: str = ""
     port: int | None = None
     user: str | None = None
     password: str | None = None
+
+    def __init__(self, dialect: str, database: str, host: str = "", port: int | None = None,
+                 user: str | None = None, password: str | None = None) -> None:
+        object.__setattr__(self, "dialect", dialect)
+        object.__setattr__(self, "database", database)
+        object.__setattr__(self, "host", host)
+        object.__setattr__(self, "port", port)
+        object.__setattr__(self, "user", user)
+        object.__setattr__(self, "password", password)
 
 
 def parse(url: str) -> PlainURL:

@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .records import FrozenRecord
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
 if TYPE_CHECKING:
     from typing import Any
@@ -31,9 +33,14 @@ DEFAULT_BOUND_SECONDS = 60.0
 KEEPALIVE_PROBES = 3
 
 
-@dataclass(frozen=True)
-class HostLossBounds:
+@dataclass(init=False, repr=False, eq=False)
+class HostLossBounds(FrozenRecord):
+    """The timeouts and session settings that follow from one host_loss_bound (seconds)."""
+
     bound: float = DEFAULT_BOUND_SECONDS
+
+    def __init__(self, bound: float = DEFAULT_BOUND_SECONDS) -> None:
+        object.__setattr__(self, "bound", bound)
 
     @property
     def notice(self) -> float:

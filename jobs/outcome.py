@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
+from .records import Record
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
 if TYPE_CHECKING:
     from typing import Any
@@ -52,8 +54,8 @@ class Trigger(str, Enum):
     FORCED = "forced"
 
 
-@dataclass
-class RunReport:
+@dataclass(init=False, repr=False, eq=False)
+class RunReport(Record):
     """The result of one invocation of one job, rendered by the CLI."""
 
     job: str
@@ -73,6 +75,31 @@ class RunReport:
     longest_transaction_seconds: float = 0.0
     largest_batch_items: int = 0
     owed_run: RunReport | None = None  # the run a busy tick owed, started right after this one (buffer_one)
+
+    def __init__(self, job: str, status: RunStatus, trigger: Trigger = Trigger.SCHEDULED, run_id: int | None = None,
+                 started_at: datetime | None = None, finished_at: datetime | None = None,
+                 counts: dict[str, int] | None = None, error: str | None = None,
+                 next_due_at: datetime | None = None, temporary: bool = False, config_error: bool = False,
+                 signal: int | None = None, details: list[str] | None = None, transactions: int = 0,
+                 longest_transaction_seconds: float = 0.0, largest_batch_items: int = 0,
+                 owed_run: RunReport | None = None) -> None:
+        self.job = job
+        self.status = status
+        self.trigger = trigger
+        self.run_id = run_id
+        self.started_at = started_at
+        self.finished_at = finished_at
+        self.counts = {} if counts is None else counts
+        self.error = error
+        self.next_due_at = next_due_at
+        self.temporary = temporary
+        self.config_error = config_error
+        self.signal = signal
+        self.details = [] if details is None else details
+        self.transactions = transactions
+        self.longest_transaction_seconds = longest_transaction_seconds
+        self.largest_batch_items = largest_batch_items
+        self.owed_run = owed_run
 
     @property
     def duration_seconds(self) -> float | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from .errors import ConfigError
+from .records import FrozenRecord
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
 if TYPE_CHECKING:
@@ -26,8 +27,8 @@ MINIMUM = timedelta(hours=1)  # shorter would prune runs an operator is still lo
 Duration = Callable[..., timedelta]  # jobs.config._duration: (value, where, *, minimum) -> timedelta
 
 
-@dataclass(frozen=True)
-class HistoryPolicy:
+@dataclass(init=False, repr=False, eq=False)
+class HistoryPolicy(FrozenRecord):
     """runs: which finished runs keep a row ("work": see tracking.kept; "all"). keep_succeeded: how long a
     succeeded run's row stays; keep_failed: how long every other finished run's row stays (failed,
     timed_out, abandoned, interrupted, duplicate_slot)."""
@@ -35,6 +36,12 @@ class HistoryPolicy:
     runs: str = "work"
     keep_succeeded: timedelta = timedelta(days=14)
     keep_failed: timedelta = timedelta(days=90)
+
+    def __init__(self, runs: str = "work", keep_succeeded: timedelta = timedelta(days=14),
+                 keep_failed: timedelta = timedelta(days=90)) -> None:
+        object.__setattr__(self, "runs", runs)
+        object.__setattr__(self, "keep_succeeded", keep_succeeded)
+        object.__setattr__(self, "keep_failed", keep_failed)
 
     @property
     def longest(self) -> timedelta:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 
 from .clock import NEVER
+from .records import FrozenRecord
 
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d|w)")  # ASCII digits only: "１０s" is refused
 _UNITS = {
@@ -82,13 +83,16 @@ def format_duration(value: timedelta) -> str:
     return "".join(parts)
 
 
-@dataclass(frozen=True)
-class Interval:
+@dataclass(init=False, repr=False, eq=False)
+class Interval(FrozenRecord):
+    """A run every `every`, on a grid anchored at the slot of the last success."""
+
     every: timedelta
 
-    def __post_init__(self) -> None:
-        if self.every <= timedelta(0):
+    def __init__(self, every: timedelta) -> None:
+        if every <= timedelta(0):
             raise ValueError("an interval must be longer than zero")
+        object.__setattr__(self, "every", every)
 
     def describe(self) -> str:
         return f"every {format_duration(self.every)}"
@@ -116,12 +120,19 @@ class Interval:
         return self.slot_at_or_before(anchor, t) + self.every
 
 
-@dataclass(frozen=True)
-class Cron:
+@dataclass(init=False, repr=False, eq=False)
+class Cron(FrozenRecord):
+    """A run at each fire time of a five-field cron expression, in a time zone."""
+
     expression: str
     timezone: str = "UTC"
 
-    def __post_init__(self) -> None:
+    def __init__(self, expression: str, timezone: str = "UTC") -> None:
+        object.__setattr__(self, "expression", expression)
+        object.__setattr__(self, "timezone", timezone)
+        self._check()
+
+    def _check(self) -> None:
         from cronsim import CronSim, CronSimError
 
         fields = self.expression.split()
@@ -202,8 +213,8 @@ def _shortest_gap(expression: str, zone: str) -> timedelta:
     return shortest if shortest is not None else timedelta(days=366)
 
 
-@dataclass(frozen=True)
-class Once:
+@dataclass(init=False, repr=False, eq=False)
+class Once(FrozenRecord):
     """Due until it first succeeds (admin seeding); --force runs it again."""
 
     def describe(self) -> str:
@@ -251,14 +262,21 @@ def _zone(name: str) -> tzinfo:
         raise ValueError(f"unknown time zone: {name!r} (use an IANA name such as \"Europe/Berlin\")") from None
 
 
-@dataclass(frozen=True)
-class DueState:
+@dataclass(init=False, repr=False, eq=False)
+class DueState(FrozenRecord):
     """What the tracking row says, reduced to what due-ness needs."""
 
     last_slot_at: datetime | None = None
     consecutive_failures: int = 0
     next_retry_at: datetime | None = None
     backoff_steps: int = 3
+
+    def __init__(self, last_slot_at: datetime | None = None, consecutive_failures: int = 0,
+                 next_retry_at: datetime | None = None, backoff_steps: int = 3) -> None:
+        object.__setattr__(self, "last_slot_at", last_slot_at)
+        object.__setattr__(self, "consecutive_failures", consecutive_failures)
+        object.__setattr__(self, "next_retry_at", next_retry_at)
+        object.__setattr__(self, "backoff_steps", backoff_steps)
 
     @property
     def in_backoff(self) -> bool:

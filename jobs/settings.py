@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from .errors import ConfigError
+from .records import FrozenRecord
 from .secrets import Secret
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
@@ -49,8 +50,8 @@ def setting(
     return field(default=default, metadata=meta)
 
 
-@dataclass(frozen=True)
-class NoSettings:
+@dataclass(init=False, repr=False, eq=False)
+class NoSettings(FrozenRecord):
     """For jobs with nothing to configure beyond the common keys."""
 
 

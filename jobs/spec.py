@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
+from .records import FrozenRecord
 from .settings import NoSettings
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
@@ -24,8 +25,8 @@ def check_name(name: str, kind: str) -> None:
         raise ValueError(f"{kind} name {name!r} must be kebab-case and at most 128 characters")
 
 
-@dataclass(frozen=True)
-class JobSpec:
+@dataclass(init=False, repr=False, eq=False)
+class JobSpec(FrozenRecord):
     """A job, declared once and run by the runner.
 
     name: kebab-case; the subcommand, the tracking key and the `[jobs.<name>]`
@@ -55,7 +56,19 @@ class JobSpec:
     validate: Callable[[Any], None] | None = None
     needs: Callable[[Any], Mapping[str, Iterable[str]]] | None = None
 
-    def __post_init__(self) -> None:
+    def __init__(self, name: str, run: Callable[[JobContext, Any], None], settings: type = NoSettings,
+                 schedule: str = "24h", description: str = "", default_timeout: timedelta | None = None,
+                 lock_ttl: timedelta | None = None, validate: Callable[[Any], None] | None = None,
+                 needs: Callable[[Any], Mapping[str, Iterable[str]]] | None = None) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "run", run)
+        object.__setattr__(self, "settings", settings)
+        object.__setattr__(self, "schedule", schedule)
+        object.__setattr__(self, "description", description)
+        object.__setattr__(self, "default_timeout", default_timeout)
+        object.__setattr__(self, "lock_ttl", lock_ttl)
+        object.__setattr__(self, "validate", validate)
+        object.__setattr__(self, "needs", needs)
         check_name(self.name, "job")
         if not callable(self.run):
             raise ValueError(f"job {self.name!r}: run must be callable")

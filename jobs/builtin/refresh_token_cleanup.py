@@ -22,7 +22,7 @@ application deletes meanwhile only make a batch smaller.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 from cronwarden import JobSpec, identifier, setting
@@ -54,7 +54,6 @@ class Settings:
                               help="Its primary key: the order among tokens that expire at the same time.")
 
 
-@dataclass(frozen=True)
 class _Where:
     """Where the next batch starts; replaced only once a batch has committed, so a retried one starts over.
 
@@ -62,13 +61,19 @@ class _Where:
     rowid: `after` is the last rowid scanned, `end` the largest rowid when the sweep began.
     block: `after` is the (block, offset) to start at, `end` the table's blocks, `per_block` its rows
     per block, `density` the expired rows per block seen last.
+    A plain class, not a dataclass: this module is imported by every tick, and a dataclass is compiled
+    when it is created.
     """
 
-    order: str = "undecided"
-    after: Any = None
-    end: int = 0
-    per_block: float = POSTGRES_ROWS_PER_BLOCK
-    density: float = POSTGRES_ROWS_PER_BLOCK
+    __slots__ = ("order", "after", "end", "per_block", "density")
+
+    def __init__(self, order: str = "undecided", after: Any = None, end: int = 0,
+                 per_block: float = POSTGRES_ROWS_PER_BLOCK, density: float = POSTGRES_ROWS_PER_BLOCK) -> None:
+        self.order, self.after, self.end, self.per_block, self.density = order, after, end, per_block, density
+
+    def moved(self, after: Any, density: float | None = None) -> _Where:
+        """The same sweep, starting at `after` (with the density seen last, when given)."""
+        return _Where(self.order, after, self.end, self.per_block, self.density if density is None else density)
 
 
 def run(ctx: JobContext, s: Settings) -> None:
@@ -113,7 +118,7 @@ def _delete_batch(conn: Connection, s: Settings, cutoff: datetime, size: int,
         size = min(size, SQLITE_CACHE_KIB // 8)  # a row may dirty a table page and an index page: no spilling
     if where.order == "expiry":
         deleted, after = oldest_first(conn, tokens, expires, tokens.c[s.key_column], cutoff, size, where.after)
-        return deleted, None if after is None else replace(where, after=after)
+        return deleted, None if after is None else where.moved(after)
     step = _by_rowid if where.order == "rowid" else _by_block
     return step(conn, tokens, expires, cutoff, size, where)
 
@@ -188,7 +193,7 @@ def _by_rowid(conn: Connection, tokens: TableClause, expires: ColumnElement, cut
         deleted = conn.execute(delete(tokens).where(*live, rowid <= last)).rowcount
     # Rows stored in expiry order (rowids follow creation) are all gone long before the sweep ends.
     more = conn.execute(select(literal(1)).where(expires < cutoff).limit(1)).first() is not None
-    return deleted, replace(where, after=last) if more else None
+    return deleted, where.moved(last) if more else None
 
 
 def _by_block(conn: Connection, tokens: TableClause, expires: ColumnElement, cutoff: datetime, size: int,
@@ -219,11 +224,11 @@ def _by_block(conn: Connection, tokens: TableClause, expires: ColumnElement, cut
                 deleted += conn.execute(delete(tokens).where(*window, expires < cutoff)).rowcount
                 if end >= where.end:
                     return deleted, None
-                return deleted, replace(where, after=(end, 0), density=n / width)
+                return deleted, where.moved((end, 0), n / width)
             last_block, last_offset = (int(x) for x in last.strip("()").split(","))
             deleted += conn.execute(delete(tokens).where(
                 ctid >= _tid(block, offset), ctid <= _tid(last_block, last_offset), expires < cutoff)).rowcount
-            return deleted, replace(where, after=(last_block, last_offset + 1), density=n / width)
+            return deleted, where.moved((last_block, last_offset + 1), n / width)
         savepoint.commit()
         deleted, scanned = deleted + n, scanned + width
         if end >= where.end:
@@ -232,7 +237,7 @@ def _by_block(conn: Connection, tokens: TableClause, expires: ColumnElement, cut
         density = max(n / width, density / 2)
         block, offset = end, 0
         if deleted >= size * FILL or scanned >= budget:
-            return deleted, replace(where, after=(block, offset), density=density)
+            return deleted, where.moved((block, offset), density)
 
 
 def _tid(block: int, offset: int) -> ColumnElement:
