@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .front import shadowing_problem
-from .state import State
+from .front import shadowing_problem, specs_for
+from .state import start
 
 HELP = """Run an application's recurring maintenance jobs safely from cron or Kubernetes.
 
@@ -76,12 +76,9 @@ def build(specs: tuple, plugins_loaded: bool) -> typer.Typer:
         version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
                                               help="Print the version and exit.")] = False,
     ) -> None:
-        from . import logs
-
-        state = State(specs, plugins_loaded, config, database_url, log_format.value, quiet, verbose,
-                      metrics_file=metrics_file, pushgateway=pushgateway)
-        ctx.obj = state
-        logs.setup(state.log_format, state.log_level())
+        ctx.obj = start(specs, plugins_loaded, config_path=config, database_url=database_url,
+                        log_format=log_format.value, quiet=quiet, verbose=verbose, metrics_file=metrics_file,
+                        pushgateway=pushgateway)
 
     job_commands.register(app, specs)
     ops_commands.register(app)
@@ -104,13 +101,9 @@ def main(argv: list[str] | None = None, prog_name: str = "cronwarden") -> int:
         render.error(problem, masked=False)
         return exit_codes.EX_CONFIG
     from jobs.errors import ConfigError
-    from jobs.registry import all_specs, builtin_specs
 
-    builtin = builtin_specs()
-    word = argv_mod.command_word(args)
-    plugins = word not in {s.name for s in builtin}
     try:
-        specs = all_specs(with_plugins=plugins)
+        specs, plugins = specs_for(argv_mod.command_word(args))
     except ConfigError as exc:
         render.error(f"configuration: {exc}")
         return exit_codes.EX_CONFIG

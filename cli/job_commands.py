@@ -7,10 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
-from jobs.outcome import RunReport, Trigger
 from jobs.spec import JobSpec
 
-from . import exit_codes, render
+from . import actions
 from .errors import handled
 
 _CLI_TYPES = (int, float, str, bool)
@@ -46,27 +45,8 @@ def _job_command(spec: JobSpec):
     @handled
     def command(ctx: typer.Context, force: bool = False, dry_run: bool = False, json: bool = False,
                 for_: str | None = None, **overrides: Any) -> int:
-        from jobs import runner
-        from jobs import settings as settings_mod
-        from jobs.errors import ConfigError, UsageError
-
-        window = _window(for_, force=force, dry_run=dry_run)
-        state = ctx.find_root().obj
-        app = state.app(progress=not json)
-        job = app.config.job(spec.name)
-        try:
-            settings = settings_mod.override(job.settings, overrides, lambda name: settings_mod.option_name(name))
-        except ConfigError as exc:
-            raise UsageError(str(exc)) from None
-        if window is not None:
-            return _job_for(state, app, spec.name, settings, window, json)
-        trigger = Trigger.FORCED if force else Trigger.SCHEDULED
-        report = runner.run_job(app, spec.name, trigger, dry_run=dry_run, settings=settings)
-        code = exit_codes.for_report(report)
-        render.run_report(report, as_json=json, quiet=state.quiet, exit_code=code)
-        if dry_run and not json and not render.is_terminal() and not state.quiet:
-            render.plain_details(report)
-        return code
+        return actions.run_job(ctx.find_root().obj, spec.name, force=force, dry_run=dry_run, as_json=json,
+                               for_=for_, overrides=overrides)
 
     params = [
         inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
@@ -88,43 +68,6 @@ def _job_command(spec: JobSpec):
     return command
 
 
-def _window(text: str | None, *, force: bool, dry_run: bool):
-    """The --for window, or None; UsageError for a bad value or a mode that does not tick on slots."""
-    if text is None:
-        return None
-    from jobs import ticking
-    from jobs.errors import UsageError
-
-    if force or dry_run:
-        raise UsageError(f"--for ticks on the schedule's slots; it cannot be combined with "
-                         f"{'--force' if force else '--dry-run'}")
-    return ticking.parse_window(text)
-
-
-def _job_for(state: Any, app: Any, name: str, settings: Any, window: Any, as_json: bool) -> int:
-    """`JOB --for`: scheduled ticks of one job for the window; one JSON object per round with --json."""
-    from jobs import runner, ticking
-
-    codes: list[int] = []
-
-    def on_round(reports: list[RunReport]) -> None:
-        code = exit_codes.for_report(reports[0])
-        codes.append(code)
-        if as_json or not reports[0].status.is_skip:
-            render.run_report(reports[0], as_json=as_json, quiet=state.quiet, exit_code=code)
-
-    ending = ticking.keep_ticking(app.config, [name], window,
-                                  lambda names: [runner.run_job(app, names[0], settings=settings)], on_round)
-    return _ended(codes, ending)
-
-
-def _ended(codes: list[int], ending: Any) -> int:
-    """The most serious exit code over all rounds; a loop a signal ended exits as a signalled run does."""
-    if ending.signal is not None:
-        codes.append(exit_codes.for_signal(ending.signal))
-    return exit_codes.worst(codes)
-
-
 @handled
 def run_due(
     ctx: typer.Context,
@@ -136,37 +79,4 @@ def run_due(
 
     One-shot jobs (schedule "once", such as admin-seed) are run explicitly at deploy time.
     """
-    from jobs import runner, ticking
-    from jobs.due import recurring
-
-    window = _window(for_, force=False, dry_run=False)
-    state = ctx.find_root().obj
-    app = state.app(progress=not json)
-    names = recurring(app.config)
-
-    def show(report: RunReport) -> None:
-        if not json and not state.quiet and render.is_terminal() and not report.status.is_skip:
-            render.summary(report)
-
-    if window is not None:
-        codes: list[int] = []
-
-        def on_round(reports: list[RunReport]) -> None:
-            round_codes = [exit_codes.for_report(r) for r in reports]
-            codes.extend(round_codes)
-            if json:
-                render.json_out(render.run_due_json(reports, round_codes, exit_codes.worst(round_codes)))
-
-        ending = ticking.keep_ticking(app.config, names, window,
-                                      lambda live: runner.run_due(app, live, on_report=show), on_round)
-        return _ended(codes, ending)
-    reports = runner.run_due(app, names, on_report=show)
-    codes = [exit_codes.for_report(r) for r in reports]
-    code = exit_codes.worst(codes)
-    if json:
-        render.json_out(render.run_due_json(reports, codes, code))
-    elif not state.quiet and render.is_terminal():
-        render.table("run-due", ["job", "status", "duration", "items"],
-                     [[r.job, r.status.value, render.seconds(r.duration_seconds), str(sum(r.counts.values()))]
-                      for r in reports])
-    return code
+    return actions.run_due(ctx.find_root().obj, as_json=json, for_=for_)

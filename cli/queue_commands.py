@@ -10,7 +10,7 @@ import typer
 
 from jobs.errors import UsageError
 
-from . import exit_codes, render
+from . import actions, exit_codes, render
 from .errors import handled
 
 if TYPE_CHECKING:
@@ -101,21 +101,8 @@ def work(
     json: JsonFlag = False,
 ) -> int:
     """Run the due queued jobs, then exit: 0 done, 1 a job failed for good, 143/130 interrupted."""
-    from jobs.queue.operations import work as drain
-
-    report = drain(_app(ctx), max_jobs=max_jobs, max_seconds=max_seconds, batch_size=batch_size)
-    state = ctx.find_root().obj
-    if json:
-        render.json_out(report.as_dict())
-    elif not state.quiet or report.failed:
-        render.line(f"claimed {report.claimed}: {report.succeeded} succeeded, {report.retrying} to retry, "
-                    f"{report.failed} failed, {report.released} given back, {report.reclaimed} taken back "
-                    f"from dead workers")
-        for err in report.errors:
-            render.line(f"job {err['id']} ({err['job']}) failed: {err['error']}")
-    if report.signal is not None:
-        return exit_codes.for_signal(report.signal)
-    return exit_codes.EX_FAILED if report.failed else exit_codes.EX_OK
+    return actions.work(ctx.find_root().obj, max_jobs=max_jobs, max_seconds=max_seconds, batch_size=batch_size,
+                        as_json=json)
 
 
 @handled

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
 if TYPE_CHECKING:
+    from typing import Any
+
     from jobs.app import App
     from jobs.spec import JobSpec
 
@@ -67,3 +69,13 @@ class State:
     def close(self) -> None:
         if self._app is not None:
             self._app.close()
+
+
+def start(specs: tuple[JobSpec, ...], plugins_loaded: bool, **options: Any) -> State:
+    """The invocation's State, its logging set up as the global options say: the root command's first step,
+    and the front's for a line it runs itself."""
+    from . import logs
+
+    state = State(specs, plugins_loaded, **options)
+    logs.setup(state.log_format, state.log_level())
+    return state

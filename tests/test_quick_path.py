@@ -29,6 +29,7 @@ FRONT = ("import os, sys\nfrom cli.front import main\ncode = main(sys.argv[1:])\
          "raise SystemExit(code)\n")
 SERVER = {"postgres": "pg_database", "mariadb": "mysql_database"}
 HEAVY = {"sqlalchemy", "typer", "click", "pydantic", "rich"}
+FRAMEWORK = {"typer", "click", "pydantic", "rich"}  # what a line the front runs itself never imports
 DRIVER = {"sqlite": set(), "postgres": {"psycopg"}, "mariadb": {"pymysql"}}
 # state -> (databases where it applies, decided by the quick path?)
 STATES = {
@@ -185,8 +186,8 @@ def _normal(text: str, ws: Workspace) -> str:
     return re.sub(r"(pid=|run=|\"run_id\": )\d+", r"\1ID", text)
 
 
-def _invoke(ws: Workspace, args: tuple[str, ...], quick: bool, mark: Path) -> tuple:
-    env = ws.env(QUICK_MARK=str(mark))
+def _invoke(ws: Workspace, args: tuple[str, ...], quick: bool, mark: Path, **extra: str) -> tuple:
+    env = ws.env(QUICK_MARK=str(mark), **extra)
     if not quick:
         env["CRONWARDEN_QUICK_PATH"] = "off"
     proc = subprocess.run([sys.executable, "-c", FRONT, *args], cwd=ws.path, env=env,
@@ -242,9 +243,118 @@ def _compare(state: str, db: str, args: tuple[str, ...], tmp_path: Path, request
         assert rows[0][0]["missed_slots"] == 72 and '"status": "not_due"' in outcomes[0][1], (rows[0], outcomes[0])
     loaded = set(filter(None, marks[0].split(",")))
     assert (not loaded & HEAVY) is STATES[state][1], marks[0]
+    assert (not loaded & FRAMEWORK) is (state != "unknown_job"), marks[0]  # a run, an error: the front's own
     if STATES[state][1]:  # the import test: the driver of this database at most
         assert loaded <= DRIVER[db], marks[0]
     assert "typer" in marks[1]
+
+
+# Lines the front runs itself (cli/actions.py) when there is work: (id, arguments, workspace state). METRICS
+# stands for a metrics file in the workspace.
+DIRECT = [
+    ("forced-json", (JOB, "--force", "--json"), "due"),
+    ("scheduled-text", (JOB,), "due"),
+    ("dry-run", (JOB, "--dry-run"), "due"),
+    ("json-logs", ("--log-format", "json", JOB, "--force"), "due"),
+    ("verbose-quiet", ("-v", JOB, "--quiet"), "due"),
+    ("metrics-file", (JOB, "--metrics-file", "METRICS", "--json"), "due"),
+    ("run-due-text", ("run-due",), "due"),
+    ("work-json", ("work", "--json"), "queued"),
+    ("work-text", ("--log-format=json", "work", "--max-jobs", "3", "--batch-size=2"), "queued"),
+    ("work-quiet", ("work", "-q", "--max-seconds", "20.5"), "queued"),
+]
+DIRECT_CASES = [(name, db) for name, _, _ in DIRECT for db in ("sqlite", "postgres", "mariadb")]
+
+
+@pytest.mark.parametrize(("name", "db"), DIRECT_CASES, ids=[f"{n}-{d}" for n, d in DIRECT_CASES])
+def test_a_line_the_front_runs_prints_and_records_as_the_full_cli(name: str, db: str, tmp_path: Path,
+                                                                  request: pytest.FixtureRequest, cli) -> None:
+    """A run, a dry run, run-due and work, each twice in identical workspaces: through the front without the
+    CLI framework, and with CRONWARDEN_QUICK_PATH=off. Exit code, stdout, stderr (text and JSON log lines,
+    error lines), tracking, history and queue rows and the metrics file agree."""
+    args, state = next((a, s) for n, a, s in DIRECT if n == name)
+    outcomes, rows, marks, metrics = [], [], [], []
+    for quick in (True, False):
+        where = tmp_path / ("quick" if quick else "full")
+        where.mkdir()
+        if db == "sqlite":
+            url = f"sqlite:///{where / 'cronwarden.db'}"
+        else:
+            database = request.getfixturevalue(SERVER[db])
+            database.empty()
+            url = database.url
+        ws = Workspace(where, url)
+        _prepare(ws, "never_run" if state == "queued" else state, db, cli)
+        env = {}
+        if state == "queued":
+            env["CRONWARDEN_TASK_MODULES"] = "tests.queue.tasks"
+            _queue(ws)
+        line = tuple(str(where / "metrics.prom") if arg == "METRICS" else arg for arg in args)
+        outcomes.append(_invoke(ws, line, quick, where / "mark", **env))
+        rows.append((_rows(ws, state), _queue_rows(ws) if state == "queued" else None))
+        marks.append(set(filter(None, (where / "mark").read_text().split(","))))
+        prom = where / "metrics.prom"
+        metrics.append(re.sub(r" \S+$", " N", prom.read_text(), flags=re.M) if prom.exists() else None)
+    assert outcomes[0] == outcomes[1]
+    assert rows[0] == rows[1]
+    assert metrics[0] == metrics[1]
+    assert not marks[0] & FRAMEWORK, marks[0]
+    assert "typer" in marks[1]
+    if name.startswith("work"):
+        assert outcomes[0][0] == 1 and "refused for good" in outcomes[0][1] + outcomes[0][2], outcomes[0]
+    if name == "metrics-file":
+        assert "cronwarden_job_last_success_timestamp_seconds" in (metrics[0] or ""), metrics[0]
+
+
+def _queue(ws: Workspace) -> None:
+    """Three tasks for `work`: one succeeds, one fails once and is retried later, one fails for good."""
+    from jobs.queue import enqueue
+    from tests.queue.tasks import RECORD, create_side_table
+
+    eng = _engine(ws.db_url)
+    try:
+        create_side_table(eng)
+        with eng.begin() as conn:
+            enqueue(conn, RECORD, args={"tag": "fine"})
+            enqueue(conn, RECORD, args={"tag": "flaky", "fail_times": 1})
+            enqueue(conn, RECORD, args={"tag": "refused", "permanent": True})
+    finally:
+        eng.dispose()
+
+
+def _queue_rows(ws: Workspace) -> list:
+    from sqlalchemy import select
+
+    from jobs.queue.models import queued_jobs
+
+    eng = _engine(ws.db_url)
+    try:
+        with eng.connect() as conn:
+            return [tuple(r) for r in conn.execute(select(queued_jobs.c.job_name, queued_jobs.c.status,
+                                                          queued_jobs.c.attempts, queued_jobs.c.last_error)
+                                                   .order_by(queued_jobs.c.id))]
+    finally:
+        eng.dispose()
+
+
+@pytest.mark.parametrize("line", [("work", "--max-jobs", "0"), ("work", "--max-seconds", "1e3"),
+                                  ("work", "--batch-size", "1001"), ("work", "--force"), ("run-due", "--dry-run"),
+                                  (JOB, "--max-jobs", "3"), (JOB, "--batch-size", "5"), (JOB, "--for", "1m"),
+                                  ("--log-format", "xml", JOB), (JOB, "--help"), ("work", "--max-seconds", "-1")])
+def test_a_line_the_front_does_not_fully_understand_is_the_full_clis(line: tuple[str, ...]) -> None:
+    """Bounds, settings, other options and help are the option parser's to check and explain."""
+    from cli.front import _parse
+
+    assert _parse(list(line)) is None
+
+
+def test_the_front_reads_work_options_as_the_typer_command_bounds_them() -> None:
+    from cli.front import _parse
+
+    line = _parse(["--quiet", "work", "--max-jobs=7", "--max-seconds", "0.5", "--batch-size", "1000", "--json"])
+    assert line is not None
+    assert (line["job"], line["quiet"], line["json"], line["max_jobs"], line["max_seconds"], line["batch_size"]) == \
+        ("work", True, True, 7, 0.5, 1000)
 
 
 @pytest.mark.parametrize("command", [JOB, "run-due"])
