@@ -146,7 +146,7 @@ def cronwarden_run(jobs: int, workers: int, batch: int) -> dict[str, float]:
         with tempfile.TemporaryDirectory() as tmp:
             env = bench_env(Path(tmp), url, CRONWARDEN_TASK_MODULES="tests.queue.tasks", PYTHONPATH=str(REPO))
             env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "cronwarden-bench-pycache")
-            argv = [sys.executable, "-m", "tests.queue.support", "--quiet", "work", "--json", "--max-seconds", "600",
+            argv = [sys.executable, "-m", "cli", "--quiet", "work", "--json", "--max-seconds", "600",
                     "--batch-size", str(batch)]
             started = time.perf_counter()
             procs = [subprocess.Popen(argv, env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
