@@ -51,6 +51,7 @@ from cronwarden import ConfigError, JobSpec, PermanentError, Secret, TransientEr
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from sqlalchemy.sql.expression import TableClause
@@ -183,28 +184,35 @@ def run(ctx: JobContext, s: Settings) -> None:
 
 def _deliver(ctx: JobContext, s: Settings, held: Claim, transport: Any, sender: Sender,
              recorder: GroupRecorder) -> None:
-    """Send one claim's rows in order; whatever is not sent when this returns or raises goes back to pending."""
+    """Send one claim's rows in order; whatever is not sent when this returns or raises goes back to pending.
+
+    The loop runs once per email, beside the SMTP exchange: what does not change within a claim (the
+    release time, the composer, the Outcome class) is looked up before it, not per message."""
+    from .email_rows import Outcome
     from .mail_transport import Deferred, Refused, Rejected, Unavailable
 
+    build = _composer(s, sender, held)
+    release_at = held.at + s.visibility_timeout / 2
     unsent = list(reversed(held.rows))
     try:
         while unsent:
             ctx.checkpoint()
             recorder.check()
-            if ctx.current_time() - held.at >= s.visibility_timeout / 2:
+            if ctx.current_time() >= release_at:
                 ctx.log.info("claim older than half of visibility_timeout; releasing %s", _emails(len(unsent)))
                 return
             row = unsent[-1]
             try:
-                transport.send(_compose(row, s, sender, held))
+                transport.send(build(row))
             except Deferred as exc:
                 _retry_later(ctx, s, held, row, str(exc), recorder)
             except Rejected as exc:
                 _record(ctx, recorder, _outcome(held, row, "failed", row.attempts + 1, row.next_attempt_at,
                                                 str(exc)), "failed")
             else:
-                _record(ctx, recorder, _outcome(held, row, "sent", row.attempts + 1, row.next_attempt_at,
-                                                row.last_error, sent_at=ctx.current_time()), "sent")
+                recorder.put([Outcome(row.id, held.by, held.at, "sent", row.attempts + 1, row.next_attempt_at,
+                                      row.last_error, ctx.current_time())])
+                ctx.count("sent")
             unsent.pop()
     except Unavailable as exc:
         rescheduled = _emails(len(unsent))
@@ -219,19 +227,23 @@ def _deliver(ctx: JobContext, s: Settings, held: Claim, transport: Any, sender: 
             recorder.put([_outcome(held, row, "pending", row.attempts, row.next_attempt_at, row.last_error)])
 
 
-def _compose(row: Any, s: Settings, sender: Sender, held: Claim) -> Message:
-    """The row's message; a row that cannot become one (NULL columns, say) fails alone, never the queue."""
+def _composer(s: Settings, sender: Sender, held: Claim) -> Callable[[Any], Message]:
+    """row → its message; a row that cannot become one (NULL columns, say) fails alone, never the queue."""
     from .email_rows import message_id
     from .mail_transport import Rejected, compose
 
-    try:
-        return compose(name=f"{row.id:010d}", sender=sender, to_address=row.to_address, subject=row.subject,
-                       body=row.body, message_id=message_id(row, s.table, sender.domain),
-                       date=row.created_at or held.at)
-    except Rejected:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a poison row must not block every later run
-        raise Rejected(f"cannot compose the message: {type(exc).__name__}: {exc}") from None
+    table, domain = s.table, sender.domain
+
+    def build(row: Any) -> Message:
+        try:
+            return compose(name=f"{row.id:010d}", sender=sender, to_address=row.to_address, subject=row.subject,
+                           body=row.body, message_id=message_id(row, table, domain), date=row.created_at or held.at)
+        except Rejected:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a poison row must not block every later run
+            raise Rejected(f"cannot compose the message: {type(exc).__name__}: {exc}") from None
+
+    return build
 
 
 def _retry_later(ctx: JobContext, s: Settings, held: Claim, row: Any, error: str,

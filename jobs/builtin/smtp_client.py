@@ -5,7 +5,7 @@ message (~12 µs each, a tenth of the client's CPU for a short message) and runs
 message to double leading dots. The classes here send the same bytes: an address that is a plain
 dot-atom (what email-queue's composer lets through in almost every case) is quoted as parseaddr would
 quote it, without parsing, and a message with no line starting with "." skips the regex. Anything else
-takes smtplib's own path. tests/builtin/test_mail_compose.py holds the quoting to smtplib's.
+takes smtplib's own path. tests/builtin/test_smtp_client.py holds the bytes on the wire to smtplib's.
 """
 
 from __future__ import annotations
