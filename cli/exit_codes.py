@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
 if TYPE_CHECKING:
     from jobs.outcome import RunReport
@@ -13,8 +11,9 @@ EX_FAILED = 1  # the job failed (or `check` found a job overdue or failing)
 EX_USAGE = 2  # bad command line
 EX_TEMPFAIL = 75  # temporary failure: the database (or mail server) did not answer within the retry budget
 EX_CONFIG = 78  # invalid configuration; nothing was touched
-EX_SIGINT = 128 + signal.SIGINT  # 130: interrupted by SIGINT (Ctrl-C)
-EX_SIGTERM = 128 + signal.SIGTERM  # 143: interrupted by SIGTERM (cron timeout, Kubernetes)
+EX_SIGINT = 130  # 128 + SIGINT (2): interrupted by Ctrl-C
+EX_SIGTERM = 143  # 128 + SIGTERM (15): interrupted by cron's timeout or Kubernetes (the signal module's
+#                   import, with its enums, is not paid by a tick for these two numbers)
 
 _SEVERITY = [EX_OK, EX_FAILED, EX_TEMPFAIL, EX_CONFIG, EX_SIGINT, EX_SIGTERM]
 
@@ -33,7 +32,7 @@ def _own(report: RunReport) -> int:
     from jobs.outcome import RunStatus
 
     if report.status is RunStatus.INTERRUPTED:
-        return for_signal(report.signal or signal.SIGTERM)
+        return for_signal(report.signal) if report.signal else EX_SIGTERM
     if report.config_error:
         return EX_CONFIG
     if report.status in (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.ABANDONED):

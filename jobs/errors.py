@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import signal
 from enum import Enum
 
 
@@ -43,6 +42,8 @@ class Interrupted(BaseException):
     """SIGTERM/SIGINT: outside Exception so a job's `except Exception` cannot swallow it."""
 
     def __init__(self, signum: int) -> None:
+        import signal  # here, not at the top: its import (enums of every signal) would cost each tick
+
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
         self.signum = signum
 

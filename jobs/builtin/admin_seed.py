@@ -43,6 +43,8 @@ def _email(value: str) -> str | None:
 
 @dataclass(frozen=True)
 class Settings:
+    """The job's own keys, in `[jobs.admin-seed]`."""
+
     username: str = setting("admin", check=_username, help="The administrator's username.")
     email: str = setting("admin@example.com", check=_email, help="The administrator's email address.")
     password: Secret = setting(Secret(""), env=PASSWORD_ENV,

@@ -85,6 +85,8 @@ def _from_address(value: str) -> str | None:
 
 @dataclass(frozen=True)
 class Settings:
+    """The job's own keys, in `[jobs.email-queue]`."""
+
     batch_size: int = setting(100, min=1, max=100_000, cli=True, help="Emails sent per run at most.")
     max_attempts: int = setting(5, min=1, max=100, help="Delivery attempts before a row is marked failed.")
     retry_base: timedelta = setting(timedelta(seconds=60), min=1, max=86_400,

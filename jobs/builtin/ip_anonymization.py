@@ -40,6 +40,8 @@ TARGET_SECONDS = 0.04
 
 @dataclass(frozen=True)
 class Settings:
+    """The job's own keys, in `[jobs.ip-anonymization]`."""
+
     retention_days: int = setting(90, min=1, max=36500, cli=True,
                                   help="Anonymize IPs of users whose last login is older than this.")
     batch_size: int = setting(10_000, min=1, max=1_000_000, cli=True,

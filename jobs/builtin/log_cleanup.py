@@ -60,6 +60,8 @@ def _plain_pattern(value: str) -> str | None:
 
 @dataclass(frozen=True)
 class Settings:
+    """The job's own keys, in `[jobs.log-cleanup]`."""
+
     retention_days: int = setting(30, min=1, max=36500, cli=True,
                                   help="Delete rows and files older than this.")
     batch_size: int = setting(10_000, min=1, max=1_000_000, cli=True, help="Rows per transaction.")

@@ -46,6 +46,8 @@ POSTGRES_ROWS_PER_BLOCK = 50  # assumed when the table has never been analyzed
 
 @dataclass(frozen=True)
 class Settings:
+    """The job's own keys, in `[jobs.refresh-token-cleanup]`."""
+
     retention_days: int = setting(7, min=1, max=36500, cli=True, help="Delete tokens expired longer ago than this.")
     batch_size: int = setting(10_000, min=1, max=1_000_000, cli=True, help="Rows per transaction (at most).")
     table: str = setting("refresh_tokens", check=identifier, help="The refresh-token table.")
