@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from .errors import DatabaseUnavailable, Interrupted, LeaseLost, PermanentError, TimedOut, is_transient, one_line
 from .outcome import RunStatus
+from .records import FrozenRecord
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
 if TYPE_CHECKING:
@@ -66,8 +67,8 @@ def db_call(app: App, fn: Callable[[], T], what: str, policy: RetryPolicy | None
     return retried(fn, what, policy or app.config.retry, database_url=app.config.database_url)
 
 
-@dataclass(frozen=True)
-class Ending:
+@dataclass(init=False, repr=False, eq=False)
+class Ending(FrozenRecord):
     """How one run of a job's function ended, decided by `classify`.
 
     temporary: a transient failure (exit 75); permanent: retrying cannot help (a queued task fails
@@ -80,6 +81,15 @@ class Ending:
     permanent: bool = False
     lost: bool = False
     signal: int | None = None
+
+    def __init__(self, status: RunStatus, error: str | None = None, temporary: bool = False,
+                 permanent: bool = False, lost: bool = False, signal: int | None = None) -> None:
+        object.__setattr__(self, "status", status)
+        object.__setattr__(self, "error", error)
+        object.__setattr__(self, "temporary", temporary)
+        object.__setattr__(self, "permanent", permanent)
+        object.__setattr__(self, "lost", lost)
+        object.__setattr__(self, "signal", signal)
 
 
 SUCCEEDED = Ending(RunStatus.SUCCEEDED)

@@ -14,6 +14,7 @@ from datetime import timedelta
 from enum import Enum
 
 from ..execution import owner_id as owner_id  # where lock callers have always found it
+from ..records import FrozenRecord
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
 if TYPE_CHECKING:
@@ -55,10 +56,16 @@ class Unlock(Enum):
     HELD = "held"  # a live process holds it: nothing was broken, it frees itself when that process exits
 
 
-@dataclass(frozen=True)
-class Unlocked:
+@dataclass(init=False, repr=False, eq=False)
+class Unlocked(FrozenRecord):
+    """What `cronwarden unlock` did to a job's lock."""
+
     outcome: Unlock
     note: str | None = None  # for NOT_LOCKED: why no lock of this backend can outlive its holder
+
+    def __init__(self, outcome: Unlock, note: str | None = None) -> None:
+        object.__setattr__(self, "outcome", outcome)
+        object.__setattr__(self, "note", note)
 
 
 def probe_unlock(backend: LockBackend, job: str, ttl: timedelta) -> Unlocked:
