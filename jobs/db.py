@@ -143,6 +143,14 @@ def make_engine(url: str, *, pool_size: int = 2, bounds: HostLossBounds | None =
         connect_args=connect_args,
     )
     session_sql = bounds.mysql_session_sql(str(given.get("init_command") or "")) if dialect == "mysql" else None
+    if dialect == "mysql":
+
+        @event.listens_for(engine, "do_connect")
+        def _mysql_connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+            from .mysql_driver import connection_class
+
+            return connection_class()(*cargs, **cparams)
+
     if session_sql is not None:
 
         @event.listens_for(engine, "connect")

@@ -91,12 +91,12 @@ def _connect(url: PlainURL, config: Config) -> Any:
                 "connect_timeout": min(CONNECT_TIMEOUT, bounds.connect_timeout)}
         return psycopg.connect(host=url.host, port=url.port, user=url.user, password=url.password,
                                dbname=url.database, autocommit=True, **args)
-    import pymysql
+    from .mysql_driver import connect
 
-    return pymysql.connect(host=url.host, port=url.port or 3306, user=url.user, password=url.password or "",
-                           database=url.database, charset="utf8mb4", autocommit=True,
-                           connect_timeout=min(CONNECT_TIMEOUT, bounds.connect_timeout),
-                           read_timeout=bounds.notice, write_timeout=bounds.notice)
+    return connect(host=url.host, port=url.port or 3306, user=url.user, password=url.password or "",
+                   database=url.database, charset="utf8mb4", autocommit=True,
+                   connect_timeout=min(CONNECT_TIMEOUT, bounds.connect_timeout),
+                   read_timeout=bounds.notice, write_timeout=bounds.notice)
 
 
 def _sqlite(path: Path) -> Any:

@@ -1,10 +1,11 @@
 """The quick path (cli/front.py, jobs/tick.py) decides a tick exactly as the full CLI does.
 
-Every state runs twice, in two identical workspaces: through the console script's front (quick path
-allowed) and with CRONWARDEN_QUICK_PATH=off (the full CLI alone). Exit code, stdout, stderr (modulo
-timestamps, durations, ids and the workspace's own names) and the tracking and history rows must agree.
-The front's process also reports whether SQLAlchemy was imported, so the states the quick path must
-decide are seen to be decided there, and the others to be handed over.
+Every state runs twice, in two identical workspaces: through the console script's front in a process of
+its own (quick path allowed), and through the full CLI alone (cli/app.py, in this process: what the
+front hands over to). Exit code, stdout, stderr (modulo timestamps, durations, ids and the workspace's
+own names) and the tracking and history rows must agree. The front's process also reports whether
+SQLAlchemy was imported, so the states the quick path must decide are seen to be decided there, and the
+others to be handed over.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Workspace
+from tests.conftest import Result, Workspace, _standard_tables
 
 JOB = "refresh-token-cleanup"
 FRONT = ("import os, sys\nfrom cli.front import main\ncode = main(sys.argv[1:])\n"
@@ -74,7 +75,6 @@ def _prepare(ws: Workspace, state: str, db: str, cli, run_due: bool = False) -> 
     this process."""
     from sqlalchemy import update
 
-    from jobs.app_tables import create_default_tables
     from jobs.models import executions
 
     config = '[retry]\nattempts = 2\nmax_time = "1s"\n'
@@ -99,10 +99,8 @@ def _prepare(ws: Workspace, state: str, db: str, cli, run_due: bool = False) -> 
     if state == "tables_missing":
         return
     eng = _engine(ws.db_url)
-    from jobs.schema import upgrade
-
-    upgrade(eng)
-    create_default_tables(eng)
+    if db == "sqlite":  # a server's database is given with these tables (ServerDatabase.standard)
+        _standard_tables(ws.db_url)
     now = datetime.now(timezone.utc)
     if run_due:
         assert cli(ws, "log-cleanup").exit_code == 0
@@ -161,7 +159,7 @@ def _hold_lock(ws: Workspace, state: str):
 
 def _rows(ws: Workspace, state: str) -> object:
     if state in ("database_down", "tables_missing"):
-        return sorted(p.name for p in ws.path.iterdir())  # nothing created (but the config and the mark)
+        return sorted(p.name for p in ws.path.iterdir() if p.name != "mark")  # nothing created but the config
     from sqlalchemy import select
 
     from jobs.models import executions, runs
@@ -187,12 +185,35 @@ def _normal(text: str, ws: Workspace) -> str:
 
 
 def _invoke(ws: Workspace, args: tuple[str, ...], quick: bool, mark: Path, **extra: str) -> tuple:
+    """The console script's front in a process of its own (CRONWARDEN_QUICK_PATH=off when not quick)."""
     env = ws.env(QUICK_MARK=str(mark), **extra)
     if not quick:
         env["CRONWARDEN_QUICK_PATH"] = "off"
     proc = subprocess.run([sys.executable, "-c", FRONT, *args], cwd=ws.path, env=env,
                           capture_output=True, text=True, timeout=120)
     return proc.returncode, _normal(proc.stdout, ws), _normal(proc.stderr, ws)
+
+
+def _full(ws: Workspace, args: tuple[str, ...], cli, **extra: str) -> tuple:
+    """The full CLI alone, in this process: what the front hands over to."""
+    result: Result = cli(ws, *args, env=extra)
+    return result.exit_code, _normal(result.stdout, ws), _normal(result.stderr, ws)
+
+
+def _workspace(tmp_path: Path, quick: bool, db: str, state: str, request: pytest.FixtureRequest) -> Workspace:
+    """A workspace of its own for each path; on a server, this test process's database as a state needs it:
+    with the tool's and the default tables (truncated when the last test left the same structure), empty
+    for `tables_missing`, untouched when the server is to be unreachable."""
+    where = tmp_path / ("quick" if quick else "full")
+    where.mkdir()
+    if db == "sqlite":
+        return Workspace(where, f"sqlite:///{where / 'cronwarden.db'}")
+    database = request.getfixturevalue(SERVER[db])
+    if state == "tables_missing":
+        database.empty()
+    elif state != "database_down":
+        database.standard(_standard_tables)
+    return Workspace(where, database.url)
 
 
 @pytest.mark.parametrize(("state", "db"), CASES, ids=[f"{s}-{d}" for s, d in CASES])
@@ -215,38 +236,29 @@ def test_quick_run_due_decides_as_the_full_cli(state: str, db: str, tmp_path: Pa
 
 def _compare(state: str, db: str, args: tuple[str, ...], tmp_path: Path, request: pytest.FixtureRequest, cli,
              run_due: bool = False) -> None:
-    """The two paths one after the other, each on the database emptied (this test process's own, on a server)."""
-    outcomes, rows, marks = [], [], []
+    """The two paths one after the other, each on a database of its own state."""
+    outcomes, rows = [], []
     for quick in (True, False):
-        where = tmp_path / ("quick" if quick else "full")
-        where.mkdir()
-        if db == "sqlite":
-            url = f"sqlite:///{where / 'cronwarden.db'}"
-        else:
-            database = request.getfixturevalue(SERVER[db])
-            database.empty()
-            url = database.url
-        ws = Workspace(where, url)
+        ws = _workspace(tmp_path, quick, db, state, request)
         _prepare(ws, state, db, cli, run_due)
         held = _hold_lock(ws, state)
         try:
-            outcomes.append(_invoke(ws, args, quick, where / "mark"))
+            outcomes.append(_invoke(ws, args, quick, ws.path / "mark") if quick else _full(ws, args, cli))
         finally:
             if held is not None:
                 held[0].release()
                 held[1].dispose()
         rows.append(_rows(ws, state))
-        marks.append((where / "mark").read_text())
     assert outcomes[0] == outcomes[1]
     assert rows[0] == rows[1]
     if state in MISSED:  # the hourly slots of three days and a half hour, skipped once
         assert rows[0][0]["missed_slots"] == 72 and '"status": "not_due"' in outcomes[0][1], (rows[0], outcomes[0])
-    loaded = set(filter(None, marks[0].split(",")))
-    assert (not loaded & HEAVY) is STATES[state][1], marks[0]
-    assert (not loaded & FRAMEWORK) is (state != "unknown_job"), marks[0]  # a run, an error: the front's own
+    mark = (tmp_path / "quick" / "mark").read_text()
+    loaded = set(filter(None, mark.split(",")))
+    assert (not loaded & HEAVY) is STATES[state][1], mark
+    assert (not loaded & FRAMEWORK) is (state != "unknown_job"), mark  # a run, an error: the front's own
     if STATES[state][1]:  # the import test: the driver of this database at most
-        assert loaded <= DRIVER[db], marks[0]
-    assert "typer" in marks[1]
+        assert loaded <= DRIVER[db], mark
 
 
 # Lines the front runs itself (cli/actions.py) when there is work: (id, arguments, workspace state). METRICS
@@ -270,36 +282,28 @@ DIRECT_CASES = [(name, db) for name, _, _ in DIRECT for db in ("sqlite", "postgr
 def test_a_line_the_front_runs_prints_and_records_as_the_full_cli(name: str, db: str, tmp_path: Path,
                                                                   request: pytest.FixtureRequest, cli) -> None:
     """A run, a dry run, run-due and work, each twice in identical workspaces: through the front without the
-    CLI framework, and with CRONWARDEN_QUICK_PATH=off. Exit code, stdout, stderr (text and JSON log lines,
-    error lines), tracking, history and queue rows and the metrics file agree."""
+    CLI framework, and the full CLI alone. Exit code, stdout, stderr (text and JSON log lines, error lines),
+    tracking, history and queue rows and the metrics file agree."""
     args, state = next((a, s) for n, a, s in DIRECT if n == name)
-    outcomes, rows, marks, metrics = [], [], [], []
+    outcomes, rows, metrics = [], [], []
     for quick in (True, False):
-        where = tmp_path / ("quick" if quick else "full")
-        where.mkdir()
-        if db == "sqlite":
-            url = f"sqlite:///{where / 'cronwarden.db'}"
-        else:
-            database = request.getfixturevalue(SERVER[db])
-            database.empty()
-            url = database.url
-        ws = Workspace(where, url)
+        ws = _workspace(tmp_path, quick, db, state, request)
+        where = ws.path
         _prepare(ws, "never_run" if state == "queued" else state, db, cli)
         env = {}
         if state == "queued":
             env["CRONWARDEN_TASK_MODULES"] = "tests.queue.tasks"
             _queue(ws)
         line = tuple(str(where / "metrics.prom") if arg == "METRICS" else arg for arg in args)
-        outcomes.append(_invoke(ws, line, quick, where / "mark", **env))
+        outcomes.append(_invoke(ws, line, quick, where / "mark", **env) if quick else _full(ws, line, cli, **env))
         rows.append((_rows(ws, state), _queue_rows(ws) if state == "queued" else None))
-        marks.append(set(filter(None, (where / "mark").read_text().split(","))))
         prom = where / "metrics.prom"
         metrics.append(re.sub(r" \S+$", " N", prom.read_text(), flags=re.M) if prom.exists() else None)
     assert outcomes[0] == outcomes[1]
     assert rows[0] == rows[1]
     assert metrics[0] == metrics[1]
-    assert not marks[0] & FRAMEWORK, marks[0]
-    assert "typer" in marks[1]
+    mark = set(filter(None, (tmp_path / "quick" / "mark").read_text().split(",")))
+    assert not mark & FRAMEWORK, mark
     if name.startswith("work"):
         assert outcomes[0][0] == 1 and "refused for good" in outcomes[0][1] + outcomes[0][2], outcomes[0]
     if name == "metrics-file":
@@ -397,6 +401,7 @@ def test_locked_tick_logs_the_same_json_line(sqlite_workspace: Workspace, tmp_pa
         held[0].release()
         held[1].dispose()
     assert quick == full
+    assert "typer" in (tmp_path / "mark2").read_text(), "CRONWARDEN_QUICK_PATH=off did not reach the full CLI"
     line = json.loads(quick[2])
     assert (line["level"], line["job"], line["event"]) == ("info", JOB,
                                                            "skipped: another process holds the lock")
