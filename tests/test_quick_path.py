@@ -295,7 +295,10 @@ def test_a_line_the_front_runs_prints_and_records_as_the_full_cli(name: str, db:
             env["CRONWARDEN_TASK_MODULES"] = "tests.queue.tasks"
             _queue(ws)
         line = tuple(str(where / "metrics.prom") if arg == "METRICS" else arg for arg in args)
-        outcomes.append(_invoke(ws, line, quick, where / "mark", **env) if quick else _full(ws, line, cli, **env))
+        code, out, err = _invoke(ws, line, quick, where / "mark", **env) if quick else _full(ws, line, cli, **env)
+        # a retried bookkeeping statement (on MariaDB a claim and the outcome recorder can deadlock) is timing,
+        # not behaviour: its line may appear on either path
+        outcomes.append((code, out, re.sub(r'.*(cronwarden\.retry|retrying).*\n', "", err)))
         rows.append((_rows(ws, state), _queue_rows(ws) if state == "queued" else None))
         prom = where / "metrics.prom"
         metrics.append(re.sub(r" \S+$", " N", prom.read_text(), flags=re.M) if prom.exists() else None)
