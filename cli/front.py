@@ -16,6 +16,10 @@ import os
 import sys
 from pathlib import Path
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
+if TYPE_CHECKING:
+    from jobs.outcome import RunReport
+
 QUICK_PATH_ENV = "CRONWARDEN_QUICK_PATH"
 _VALUED = {"--config": "config", "--database-url": "database_url", "--log-format": "log_format",
            "--metrics-file": "metrics_file", "--pushgateway": "pushgateway"}
@@ -232,23 +236,15 @@ def _decide(line: dict):
 
 def _show(line: dict, reports: list) -> int:
     """What cli/job_commands.py prints for the same reports: the lock lines on stderr, --json on stdout.
-    Logging and JSON are imported only when there is a line to write (a not-due tick writes nothing)."""
+    JSON is imported only when there is JSON to write (a not-due tick writes nothing)."""
     from jobs.outcome import RunStatus
 
     from . import exit_codes
 
     locked = [report for report in reports if report.status is RunStatus.LOCKED]
-    if locked:
-        from jobs.due import locked_line
-        from jobs.execution import job_logger
-
-        from . import logs
-        from .state import State
-
-        state = State((), False, log_format=line["log_format"], quiet=line["quiet"])
-        logs.setup(state.log_format, state.log_level())
+    if locked and not line["quiet"]:  # logged at INFO, which --quiet leaves out (a terminal never comes here)
         for report in locked:
-            job_logger(report.job, None).info(locked_line(report))
+            _log_locked(report, line["log_format"])
     codes = [exit_codes.for_report(report) for report in reports]
     code = exit_codes.worst(codes)
     if line["json"]:
@@ -259,6 +255,25 @@ def _show(line: dict, reports: list) -> int:
         else:
             render.json_out(render.run_due_json(reports, codes, code))
     return code
+
+
+def _log_locked(report: RunReport, log_format: str) -> None:
+    """The line the runner logs through job_logger for a locked tick, in either format, written as
+    logging's handler (cli/logs.py) writes it, without importing logging for one line."""
+    import time
+
+    from jobs.due import locked_line
+    from jobs.secrets import redact
+
+    from . import log_lines
+
+    created, message = time.time(), locked_line(report)
+    if log_format == "json":
+        text = log_lines.as_json(log_lines.json_entry(created, "INFO", "cronwarden.job", report.job, None, message))
+    else:
+        text = log_lines.text(created, "INFO", report.job, None, message)
+    sys.stderr.write(redact(text) + "\n")
+    sys.stderr.flush()
 
 
 def run() -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import datetime, timezone
+
+from . import log_lines
 
 _format = "text"
 
@@ -23,17 +24,11 @@ class _Redacting(logging.Formatter):
 
 class TextFormatter(_Redacting):
     def format(self, record: logging.LogRecord) -> str:
-        stamp = datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        stamp = stamp[:-4] + "Z"
-        job = getattr(record, "job", None)
-        run_id = getattr(record, "run_id", None)
-        where = ""
-        if job:
-            where = f" {job}" + (f" run={run_id}" if run_id is not None else "")
         message = record.getMessage()
         if record.exc_info:
             message += "\n" + self.formatException(record.exc_info)
-        return redact(f"{stamp} {record.levelname}{where}: {message}")
+        return redact(log_lines.text(record.created, record.levelname, getattr(record, "job", None),
+                                     getattr(record, "run_id", None), message))
 
 
 class JsonFormatter(_Redacting):
@@ -41,19 +36,11 @@ class JsonFormatter(_Redacting):
         return redact(self.unmasked(record))
 
     def unmasked(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "job": getattr(record, "job", None),
-            "run_id": getattr(record, "run_id", None),
-            "event": record.getMessage(),
-        }
+        entry = log_lines.json_entry(record.created, record.levelname, record.name, getattr(record, "job", None),
+                                     getattr(record, "run_id", None), record.getMessage())
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
-        import json  # here: a text-format lock line, the quick path's only log line, needs none
-
-        return json.dumps(entry, default=str)
+        return log_lines.as_json(entry)
 
 
 def use_format(fmt: str) -> None:

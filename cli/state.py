@@ -7,8 +7,6 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from jobs.records import Record
-
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
 if TYPE_CHECKING:
     from typing import Any
@@ -17,10 +15,8 @@ if TYPE_CHECKING:
     from jobs.spec import JobSpec
 
 
-@dataclass(init=False, repr=False, eq=False)
-class State(Record):
-    """The global options of one invocation, and the App once built (a record: see jobs.records)."""
-
+@dataclass
+class State:
     specs: tuple[JobSpec, ...]
     plugins_loaded: bool
     config_path: str | None = None
@@ -31,21 +27,6 @@ class State(Record):
     metrics_file: str | None = None
     pushgateway: str | None = None
     _app: App | None = field(default=None, repr=False)
-
-    def __init__(self, specs: tuple[JobSpec, ...], plugins_loaded: bool, config_path: str | None = None,
-                 database_url: str | None = None, log_format: str = "text", quiet: bool = False,
-                 verbose: bool = False, metrics_file: str | None = None, pushgateway: str | None = None,
-                 _app: App | None = None) -> None:
-        self.specs = specs
-        self.plugins_loaded = plugins_loaded
-        self.config_path = config_path
-        self.database_url = database_url
-        self.log_format = log_format
-        self.quiet = quiet
-        self.verbose = verbose
-        self.metrics_file = metrics_file
-        self.pushgateway = pushgateway
-        self._app = _app
 
     def app(self, *, progress: bool = False, read_only: bool = False, creates: bool = False) -> App:
         """Load and validate the configuration (ConfigError → 78) and build the App.

@@ -7,7 +7,6 @@ lock, a timeout or a signal is recorded the same way whichever pipeline ran the 
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from .records import FrozenRecord
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on a tick (see jobs/__init__.py)
 if TYPE_CHECKING:
+    import logging
     from datetime import timedelta
     from typing import Any, TypeVar
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 def owner() -> tuple[str, int]:
     """(host, pid): who runs, as stored in run history, claims and locks."""
-    import socket  # here: a locked tick logs through this module and never asks who it is
+    import socket  # here: a locked tick imports this module and never asks who it is
 
     return socket.gethostname(), os.getpid()
 
@@ -153,5 +153,8 @@ def lost_lock_policy(app: App) -> RetryPolicy:
 
 
 def job_logger(job: str, run_id: int | None) -> logging.LoggerAdapter:
-    """Every line carries the job name and the run id."""
+    """Every line carries the job name and the run id. (logging is imported here: a locked tick imports
+    this module through jobs.locks and writes its one line without logging.)"""
+    import logging
+
     return logging.LoggerAdapter(logging.getLogger("cronwarden.job"), {"job": job, "run_id": run_id})
