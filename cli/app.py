@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None, prog_name: str = "cronwarden") -> int:
     except ConfigError as exc:
         render.error(f"configuration: {exc}")
         return exit_codes.EX_CONFIG
-    command = typer.main.get_command(build(specs, plugins))
+    command = _command(specs, plugins)
     args = argv_mod.hoist(args, command)
     click = _click_exceptions()
     try:
@@ -125,6 +125,19 @@ def main(argv: list[str] | None = None, prog_name: str = "cronwarden") -> int:
     except (KeyboardInterrupt, getattr(click, "Abort", ())):  # typer's own click has no Abort: Ctrl-C comes as is
         return exit_codes.EX_SIGINT
     return rv if isinstance(rv, int) else 0
+
+
+_COMMANDS: dict[tuple[tuple, bool], Any] = {}
+
+
+def _command(specs: tuple, plugins: bool) -> Any:
+    """The click command typer makes of the app, once per process and set of jobs: building it reads every
+    command's signature (~15 ms), which a process calling main() more than once (an application embedding
+    the CLI, the test suite) would pay per call. A click command keeps no state of a call."""
+    key = (specs, plugins)
+    if key not in _COMMANDS:
+        _COMMANDS[key] = typer.main.get_command(build(specs, plugins))
+    return _COMMANDS[key]
 
 
 def _click_exceptions():
