@@ -60,15 +60,25 @@ def claim(conn: Connection, q: TableClause, dialect: str, *, by: str, now: datet
     disjoint rows and the lock holds them until commit; on SQLite the transaction already owns
     the write lock. The UPDATE repeats the condition, so it can only ever take claimable rows.
     Only ids are picked and sorted (from the (status, next_attempt_at) index); the bodies are
-    read for the claimed ids alone.
+    read for the claimed ids alone. On PostgreSQL the pick, the UPDATE and the read are one
+    statement (a locking CTE, UPDATE … FROM … RETURNING): a claim is the first thing each run
+    waits for, and each statement is a round trip.
     """
     from sqlalchemy import select, update
 
     c = q.c
     condition = claimable(q, now, stale_before)
+    claimed = (c.id, c.to_address, c.subject, c.body, c.attempts, c.next_attempt_at, c.last_error, c.created_at)
     query = select(c.id, c.status).where(condition).order_by(c.id).limit(limit)
     if dialect != "sqlite":
         query = query.with_for_update(skip_locked=True)
+    if dialect == "postgresql":
+        picked_cte = query.cte("picked")
+        returned = sorted(conn.execute(update(q).where(c.id == picked_cte.c.id, condition)
+                                       .values(status="sending", claimed_by=by, claimed_at=now)
+                                       .returning(*claimed, picked_cte.c.status.label("was"))).all(),
+                          key=lambda row: row.id)
+        return Claim(returned, by, now, limit, sum(1 for row in returned if row.was == "sending"))
     picked = conn.execute(query).all()
     if not picked:
         return Claim((), by, now, limit)
@@ -77,8 +87,7 @@ def claim(conn: Connection, q: TableClause, dialect: str, *, by: str, now: datet
                          .values(status="sending", claimed_by=by, claimed_at=now)).rowcount
     if taken != len(ids):
         raise RuntimeError(f"claimed {taken} of {len(ids)} locked rows; refusing to send any")
-    rows = conn.execute(select(c.id, c.to_address, c.subject, c.body, c.attempts, c.next_attempt_at, c.last_error,
-                               c.created_at).where(c.id.in_(ids)).order_by(c.id)).all()
+    rows = conn.execute(select(*claimed).where(c.id.in_(ids)).order_by(c.id)).all()
     return Claim(rows, by, now, limit, sum(1 for row in picked if row.status == "sending"))
 
 
