@@ -60,9 +60,10 @@ def claim(conn: Connection, q: TableClause, dialect: str, *, by: str, now: datet
     disjoint rows and the lock holds them until commit; on SQLite the transaction already owns
     the write lock. The UPDATE repeats the condition, so it can only ever take claimable rows.
     Only ids are picked and sorted (from the (status, next_attempt_at) index); the bodies are
-    read for the claimed ids alone. On PostgreSQL the pick, the UPDATE and the read are one
-    statement (a locking CTE, UPDATE … FROM … RETURNING): a claim is the first thing each run
-    waits for, and each statement is a round trip.
+    read for the claimed ids alone, by the UPDATE itself where it can return rows (SQLite 3.35+).
+    On PostgreSQL the pick, the UPDATE and the read are one statement (a locking CTE, UPDATE …
+    FROM … RETURNING): a claim is the first thing each run waits for, and each statement is a
+    round trip. MariaDB (no UPDATE … RETURNING) takes the three statements.
     """
     from sqlalchemy import select, update
 
@@ -83,11 +84,16 @@ def claim(conn: Connection, q: TableClause, dialect: str, *, by: str, now: datet
     if not picked:
         return Claim((), by, now, limit)
     ids = [row.id for row in picked]
-    taken = conn.execute(update(q).where(c.id.in_(ids), condition)
-                         .values(status="sending", claimed_by=by, claimed_at=now)).rowcount
+    take = update(q).where(c.id.in_(ids), condition).values(status="sending", claimed_by=by, claimed_at=now)
+    if conn.dialect.update_returning:  # SQLite 3.35+: the UPDATE hands the rows back
+        rows: Sequence[Any] = sorted(conn.execute(take.returning(*claimed)).all(), key=lambda row: row.id)
+        taken = len(rows)
+    else:
+        taken = conn.execute(take).rowcount
     if taken != len(ids):
         raise RuntimeError(f"claimed {taken} of {len(ids)} locked rows; refusing to send any")
-    rows = conn.execute(select(*claimed).where(c.id.in_(ids)).order_by(c.id)).all()
+    if not conn.dialect.update_returning:
+        rows = conn.execute(select(*claimed).where(c.id.in_(ids)).order_by(c.id)).all()
     return Claim(rows, by, now, limit, sum(1 for row in picked if row.status == "sending"))
 
 
