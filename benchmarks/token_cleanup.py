@@ -17,6 +17,12 @@ Aims: no transaction longer than 0.25 s; peak memory flat in table size; the job
     /work/venv/bin/python benchmarks/token_cleanup.py --sizes 100000 --backends sqlite --reps 1   # quick
     /work/venv/bin/python benchmarks/token_cleanup.py --sizes 2000000 --layout clustered      # ids in expiry order
     /work/venv/bin/python benchmarks/token_cleanup.py --sizes 1000000 --expired 1 --layout tied  # one expiry for all
+    /work/venv/bin/python benchmarks/token_cleanup.py --sizes 2000000 --before /tmp/cw-before   # an older checkout too
+
+--before DIR also runs the job of another checkout (`git archive REV | tar -x -C DIR`, run with
+PYTHONPATH=DIR) on a fresh copy in every repetition, in alternating order with the current one, and
+prints its process and run beside the current ones: what a change did to the whole process, under
+the same load.
 
 Layouts that break value-bounded batches: `tied` (every expired row has one expiry, as after "log
 everyone out"), `tie-tail` (nine expired rows in ten share one expiry, the tenth are spread),
@@ -91,6 +97,8 @@ class Result:
     raw_statement: float
     raw_rss_kib: int
     most_rows: int = 0
+    before_wall: float | None = None
+    before_run: float | None = None
 
     @property
     def ratio_process(self) -> float:
@@ -116,6 +124,8 @@ def main() -> None:
     parser.add_argument("--python-m", action="store_true", help="run `python -m cli` instead of the console script")
     parser.add_argument("--reps", type=int, default=3,
                         help="repetitions per case on fresh copies, raw and job alternating; medians are shown")
+    parser.add_argument("--before", metavar="DIR", help="also time the job of the checkout in DIR (PYTHONPATH=DIR), "
+                                                        "interleaved with this one")
     parser.add_argument("--layout", choices=("spread", "clustered", "tied", "tie-tail", "nulls"), default="spread",
                         help="expired rows spread over the whole table (default), or the oldest ids, as when "
                              "ids follow creation; tied: every expired row has one expiry; tie-tail: nine in ten "
@@ -190,6 +200,7 @@ class Case:
         built = time.perf_counter() - t
         reps: list[Result] = []
         for rep in range(args.reps):
+            before = self._before(args) if args.before and rep % 2 == 1 else None
             job_url, raw_target = self.copies()
             if rep % 2 == 0:
                 raw_wall, raw_rss, raw_statement = self._raw(raw_target, job_url)
@@ -197,15 +208,13 @@ class Case:
             else:
                 job_wall, job_rss, report = self._job(args, job_url)
                 raw_wall, raw_rss, raw_statement = self._raw(raw_target, job_url)
-            left = self.remaining()
-            self.drop_copies()
-            if report["counts"]["deleted"] != self.expected or left != self.size - self.expected:
-                raise SystemExit(f"wrong counts: expected {self.expected}, job deleted {report['counts']}, "
-                                 f"{left} rows left of {self.size}")
+            self._check(report)
+            if args.before and rep % 2 == 0:
+                before = self._before(args)
             reps.append(Result(self.backend, self.size, self.fraction, self.expected, job_wall,
                                report["duration_seconds"], job_rss, report["transactions"],
                                report["longest_transaction_seconds"], raw_wall, raw_statement, raw_rss,
-                               report.get("largest_batch_items", 0)))
+                               report.get("largest_batch_items", 0), *(before or (None, None))))
         self.drop()
         if not quiet:
             print(f"  ({self.backend} {self.size:,} rows, {self.fraction:.0%} expired, {args.layout}: data built in "
@@ -218,7 +227,23 @@ class Case:
         return Result(self.backend, self.size, self.fraction, self.expected, mid("job_wall"), mid("job_run"),
                       max(r.job_rss_kib for r in reps), round(mid("transactions")), max(r.longest for r in reps),
                       mid("raw_wall"), mid("raw_statement"), max(r.raw_rss_kib for r in reps),
-                      max(r.most_rows for r in reps))
+                      max(r.most_rows for r in reps), *((mid("before_wall"), mid("before_run")) if args.before
+                                                        else (None, None)))
+
+    def _check(self, report: dict) -> None:
+        """The job deleted exactly the expired rows of the job's copy; the copies are dropped."""
+        left = self.remaining()
+        self.drop_copies()
+        if report["counts"]["deleted"] != self.expected or left != self.size - self.expected:
+            raise SystemExit(f"wrong counts: expected {self.expected}, job deleted {report['counts']}, "
+                             f"{left} rows left of {self.size}")
+
+    def _before(self, args: argparse.Namespace) -> tuple[float, float]:
+        """The --before checkout's job on a fresh copy: its process and its run."""
+        job_url, _ = self.copies()
+        wall, _, report = self._job(args, job_url, pythonpath=args.before)
+        self._check(report)
+        return wall, report["duration_seconds"]
 
     def _raw(self, target: str, job_url: str) -> tuple[float, int, float]:
         wall, rss, raw = timed_child([sys.executable, str(self.work / self.raw_script), target],
@@ -230,10 +255,11 @@ class Case:
             raise SystemExit(f"wrong counts: expected {self.expected}, the raw DELETE deleted {deleted}")
         return wall, rss, float(statement)
 
-    def _job(self, args: argparse.Namespace, url: str) -> tuple[float, int, dict]:
+    def _job(self, args: argparse.Namespace, url: str, pythonpath: str | None = None) -> tuple[float, int, dict]:
         argv = [*cronwarden_argv(args.python_m), "--database-url", url, "refresh-token-cleanup", "--force", "--json",
                 *args.job_option]
-        wall, rss, job = timed_child(argv, env=bench_env(self.work, url), cwd=self.work)
+        env = bench_env(self.work, url, **({"PYTHONPATH": pythonpath} if pythonpath else {}))
+        wall, rss, job = timed_child(argv, env=env, cwd=self.work)
         if job.returncode != 0:
             raise SystemExit(f"the job failed ({job.returncode}): {job.stderr}{job.stdout}")
         return wall, rss, json.loads(job.stdout)
@@ -419,6 +445,10 @@ def show(r: Result) -> None:
           f"run / statement {r.ratio_work:5.2f}x")
     print(f"  job: {r.transactions} transactions, longest {r.longest:.3f} s, at most {r.most_rows:,} rows; peak RSS job {r.job_rss_kib / 1024:.0f} MiB"
           f" (raw process {r.raw_rss_kib / 1024:.0f} MiB)")
+    if r.before_wall is not None and r.before_run is not None:
+        print(f"  --before: job process {r.before_wall:6.2f} s (its run {r.before_run:6.2f} s; outside the run "
+              f"{r.before_wall - r.before_run:5.2f} s, now {r.job_wall - r.job_run:5.2f} s): job process / raw "
+              f"statement {r.before_wall / r.raw_statement:5.2f}x, process / process {r.before_wall / r.raw_wall:5.2f}x")
 
 
 def summary(results: list[Result]) -> None:
@@ -429,6 +459,16 @@ def summary(results: list[Result]) -> None:
         print(f"{r.backend:10s} {r.size:9,d} {r.expired:7.0%} {r.job_wall:6.2f} {r.job_run:6.2f} {r.raw_wall:6.2f} "
               f"{r.raw_statement:6.2f} {r.ratio_strict:7.2f}x {r.ratio_process:8.2f}x {r.ratio_work:7.2f}x "
               f"{r.transactions:5d} {r.longest:7.3f} {r.most_rows:8,d} {r.job_rss_kib / 1024:7.0f}")
+    before = [r for r in results if r.before_wall is not None and r.before_run is not None]
+    if before:
+        print(f"\n{'--before':10s} {'rows':>9s} {'expired':>7s} {'job s':>6s} {'run s':>6s} {'outside':>7s} "
+              f"{'now':>6s} {'job/stmt':>8s} {'now':>6s} {'proc/proc':>9s} {'now':>6s}")
+        for r in before:
+            assert r.before_wall is not None and r.before_run is not None
+            print(f"{r.backend:10s} {r.size:9,d} {r.expired:7.0%} {r.before_wall:6.2f} {r.before_run:6.2f} "
+                  f"{r.before_wall - r.before_run:7.2f} {r.job_wall - r.job_run:6.2f} "
+                  f"{r.before_wall / r.raw_statement:7.2f}x {r.ratio_strict:5.2f}x "
+                  f"{r.before_wall / r.raw_wall:8.2f}x {r.ratio_process:5.2f}x")
     print()
     longest = max(r.longest for r in results)
     print(f"aim: no transaction over {MAX_TRANSACTION} s: {'met' if longest <= MAX_TRANSACTION else 'MISSED'} "
