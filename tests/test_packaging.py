@@ -26,7 +26,6 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-pytestmark = pytest.mark.xdist_group("wheel")  # one worker builds the module's wheel and venv, once
 REPO = Path(__file__).resolve().parent.parent
 CONTAINERFILE = REPO / "Containerfile"
 LOCK = REPO / "requirements.lock"
@@ -142,25 +141,13 @@ def _job_names() -> list[str]:
     return [spec.name for spec in builtin_specs()]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel, built from a copy of exactly what the Containerfile copies into its builder stage."""
-    context = tmp_path_factory.mktemp("context")
-    for source in _copy_sources(_stages()[0]):
-        target = context / source
-        if (REPO / source).is_dir():
-            shutil.copytree(REPO / source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy2(REPO / source, target)
-    dist = tmp_path_factory.mktemp("dist")
-    built = subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(context)],
-                           capture_output=True, text=True, timeout=600)
-    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
-    (found,) = dist.glob("cronwarden-*.whl")
-    return found
+    return _once(tmp_path_factory, "wheel", _build_wheel)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv holding only the wheel; third-party packages come from this test environment.
 
@@ -169,7 +156,42 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     there (the editable install of the checkout) are not processed, so cli and jobs can only come
     from the wheel.
     """
-    venv = tmp_path_factory.mktemp("venv") / "cronwarden"
+    return _once(tmp_path_factory, "venv", lambda where: _install(wheel, where))
+
+
+def _once(factory: pytest.TempPathFactory, name: str, make) -> Path:
+    """make(folder) -> path, once for the whole run: the first worker to ask makes it, the others wait and
+    reuse it (their temporary folders share a parent)."""
+    from filelock import FileLock
+
+    shared = factory.getbasetemp().parent / f"packaging-{name}"
+    with FileLock(str(shared) + ".lock"):
+        made = shared / "made"
+        if not made.exists():
+            shared.mkdir(exist_ok=True)
+            made.write_text(str(make(shared)), encoding="utf-8")
+    return Path(made.read_text(encoding="utf-8"))
+
+
+def _build_wheel(where: Path) -> Path:
+    context = where / "context"
+    context.mkdir()
+    for source in _copy_sources(_stages()[0]):
+        target = context / source
+        if (REPO / source).is_dir():
+            shutil.copytree(REPO / source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(REPO / source, target)
+    dist = where / "dist"
+    built = subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(context)],
+                           capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    (found,) = dist.glob("cronwarden-*.whl")
+    return found
+
+
+def _install(wheel: Path, where: Path) -> Path:
+    venv = where / "cronwarden"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     pip = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
