@@ -13,10 +13,7 @@ from __future__ import annotations
 import re
 import smtplib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer
+from typing import Any
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOT_ATOM = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
@@ -42,7 +39,7 @@ class _Lean(smtplib.SMTP):
         self.putcmd("rcpt", f"TO:{quote(recip)}{extra}")
         return self.getreply()
 
-    def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
+    def data(self, msg: Any) -> tuple[int, bytes]:  # smtplib's: any buffer or str
         if not isinstance(msg, bytes) or msg.startswith(b".") or b"\n." in msg or self.debuglevel:
             return super().data(msg)
         self.putcmd("data")
