@@ -90,6 +90,12 @@ def pytest_configure(config: pytest.Config) -> None:
         compileall.compile_dir(REPO / package, quiet=1, workers=1)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first (real processes, real waits): the workers take them while the quick ones are still
+    queued behind them to fill the gaps, so no long test starts last and keeps the run waiting for it."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto`: two workers per core. Most tests wait (on a CLI process, a server, a lock), so a core idles
     under one worker; measured on two cores, four workers end the suite sooner than two."""

@@ -10,6 +10,8 @@ import sys
 import tomllib
 from importlib.metadata import version
 
+import pytest
+
 from tests.conftest import REPO
 
 CONFIG = "cronwarden-demo/cronwarden.toml"
@@ -53,6 +55,7 @@ def test_demo_says_where_the_emails_went(tmp_path):
     assert "emails: written as .eml files to cronwarden-demo/outbox/" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_second_demo_says_its_sample_data_already_existed(tmp_path):
     assert "sample data in cronwarden-demo/cronwarden.db: 20 users" in _run(tmp_path, "demo").stdout
     again = _run(tmp_path, "demo")

@@ -113,6 +113,7 @@ def test_a_postgres_url_keeps_its_own_options_and_parameters(pg_url):
     finally:
         engine.dispose()
 
+@pytest.mark.slow
 
 def test_an_idle_transaction_is_ended_by_the_server_but_the_idle_advisory_lock_session_is_not(pg_url, tmp_path):
     from jobs.locks import backend_for
@@ -153,6 +154,7 @@ def test_every_mariadb_session_sets_its_timeouts(mysql_url):
     assert tuple(row) == (6, 6, 6, 3)
     assert (driver.connect_timeout, driver._read_timeout, driver._write_timeout) == (2, 6, 6)
 
+@pytest.mark.slow
 
 def test_the_get_lock_session_outlives_wait_timeout_while_its_holder_lives(mysql_url, tmp_path):
     """The server ends idle sessions after wait_timeout (a vanished holder's too); the live holder's

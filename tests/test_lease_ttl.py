@@ -26,6 +26,7 @@ def test_lease_ttl_defaults_to_half_the_host_loss_bound(toml, ttl) -> None:
     assert load(toml, builtin_specs(), environ={}).locks.lease_ttl == ttl
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("server", ["sqlite_url", "pg_url"])
 def test_a_job_with_a_long_timeout_holds_a_short_lease_renewed_past_its_ttl(request, tmp_path, cli, server):
     from jobs.db import make_engine

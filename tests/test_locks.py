@@ -76,6 +76,7 @@ def leases(request, tmp_path):
     e1.dispose()
     e2.dispose()
 
+@pytest.mark.slow
 
 def test_lease_is_renewed_while_the_run_lasts_longer_than_its_ttl(leases):
     first, second, _ = leases
@@ -145,6 +146,7 @@ def test_a_live_lease_is_refused_at_once_while_its_holder_writes_on_sqlite(sqlit
     e1.dispose()
     e2.dispose()
 
+@pytest.mark.slow
 
 def test_a_holder_that_cannot_renew_steps_down_before_its_lease_ends(leases):
     """River's trust window: a holder whose renewals do not get through stops committing at

@@ -76,6 +76,7 @@ def _finish(proc: subprocess.Popen) -> dict:
     return json.loads(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["sqlite", "postgres", "mariadb"], indirect=True)
 def test_buffer_one_runs_exactly_one_owed_run_right_after_the_holder_however_many_ticks(tmp_path, db_url, cli):
     ws = _workspace(tmp_path, db_url, "buffer_one")
@@ -111,6 +112,7 @@ def test_buffer_one_runs_exactly_one_owed_run_right_after_the_holder_however_man
     engine.dispose()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["sqlite", "postgres", "mariadb"], indirect=True)
 def test_skip_runs_nothing_after_the_holder(tmp_path, db_url, cli):
     ws = _workspace(tmp_path, db_url, None)
@@ -133,6 +135,7 @@ def test_skip_runs_nothing_after_the_holder(tmp_path, db_url, cli):
     engine.dispose()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["sqlite", "postgres", "mariadb"], indirect=True)
 def test_a_run_owed_by_a_holder_killed_with_sigkill_is_run_by_the_next_tick(tmp_path, db_url, cli):
     ws = _workspace(tmp_path, db_url, "buffer_one")
@@ -156,6 +159,7 @@ def test_a_run_owed_by_a_holder_killed_with_sigkill_is_run_by_the_next_tick(tmp_
     engine.dispose()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["sqlite", "postgres", "mariadb"], indirect=True)
 def test_a_run_past_its_timeout_and_grace_is_stuck_and_check_and_status_name_its_host_and_pid(tmp_path, db_url, cli):
     """A run that waits past timeout + grace between batches (no boundary to stop at) holds the lock and stays

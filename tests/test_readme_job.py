@@ -95,6 +95,7 @@ def _cli(url: str, site: Path, tmp_path: Path, *args: str) -> subprocess.Complet
                           text=True, timeout=120)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
 def test_readme_plugin_job_deletes_old_sessions_in_bounded_batches(database, myapp, tmp_path, request):
     url = request.getfixturevalue({"sqlite": "sqlite_url", "postgres": "pg_url"}[database])

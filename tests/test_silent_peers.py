@@ -42,6 +42,7 @@ def _one_line(stderr: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("database", DATABASES)
 def test_a_silent_database_exits_75_with_one_line_within_the_retry_budget(sqlite_workspace, silent_server, database):
     url, attempt_timeout = DATABASES[database]
@@ -82,6 +83,7 @@ def test_a_silent_mail_server_fails_the_run_with_exit_75_within_its_timeout(sqli
     assert "cannot reach SMTP server" in line and "timed out" in line and "2 emails rescheduled" in line, line
     assert elapsed <= 1 + SLACK, elapsed
 
+@pytest.mark.slow
 
 def test_a_silent_pushgateway_is_a_warning_and_the_run_succeeds(sqlite_workspace, silent_server):
     from jobs.observe.metrics import PUSH_TIMEOUT
@@ -105,6 +107,7 @@ def test_a_silent_dead_man_monitor_is_a_warning_and_the_run_succeeds(sqlite_work
     assert json.loads(history.stdout)["runs"][0]["status"] == "succeeded"
     assert elapsed <= 2 * PingObserver.budget + SLACK, elapsed
 
+@pytest.mark.slow
 
 def test_a_silent_otlp_collector_is_a_warning_and_the_run_succeeds(sqlite_workspace, silent_server):
     pytest.importorskip("opentelemetry.exporter.otlp.proto.http.trace_exporter")
@@ -162,6 +165,7 @@ def freezable_proxy(target: tuple[str, int]) -> Iterator[tuple[int, threading.Ev
         for sock in sockets:
             sock.close()
 
+@pytest.mark.slow
 
 def test_a_mariadb_server_that_falls_silent_mid_session_is_noticed_within_the_read_timeout(mysql_url):
     from sqlalchemy import text

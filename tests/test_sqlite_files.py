@@ -167,6 +167,7 @@ def _who() -> str:
 
     return f"user {pwd.getpwuid(NOBODY if os.geteuid() == 0 else os.geteuid()).pw_name}"
 
+@pytest.mark.slow
 
 def test_following_docs_deploy_verbatim_gives_the_cron_user_its_database(shared):
     """docs/deploy.md's install lines and SQLite env lines, run under a scratch root (paths rerooted, the cron
@@ -201,6 +202,7 @@ def test_following_docs_deploy_verbatim_gives_the_cron_user_its_database(shared)
     assert folder.stat().st_uid == NOBODY and database.stat().st_uid == NOBODY and mode(database) == 0o600
     assert (folder / "locks" / "refresh-token-cleanup.lock").stat().st_uid == NOBODY
 
+@pytest.mark.slow
 
 def test_a_read_only_database_file_in_a_writable_folder_is_named(root_owned_database):
     folder = root_owned_database.parent
@@ -228,6 +230,7 @@ def on_read_only_mount(folder: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["unshare", "-m", "sh", "-c", script, str(folder), *args], cwd=folder, env=env,
                           capture_output=True, text=True, timeout=60)
 
+@pytest.mark.slow
 
 def test_a_database_on_a_read_only_mount_is_read_by_read_only_commands_and_named_for_a_job(root_owned_database):
     folder = root_owned_database.parent

@@ -126,6 +126,7 @@ def _run_bulk(cli, workspace, bulk: Bulk, table: Table) -> tuple[dict, RowsPerTr
     return json.loads(result.stdout), watch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("job", JOBS)
 def test_every_transaction_changes_at_most_batch_size_rows_whatever_the_values(workspace, engine, cli, job, layout):
@@ -142,6 +143,7 @@ def test_every_transaction_changes_at_most_batch_size_rows_whatever_the_values(w
 
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 def test_postgres_batches_read_rows_in_proportion_to_the_batch_not_the_table(workspace, engine, cli):
     """Values scattered over the keys, none tied: each batch's boundary value is taken through the value's

@@ -39,6 +39,7 @@ def _run(cli, workspace, job: str, vanish: Vanish) -> dict:
     return report
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("at", [1, 2, 3, 5])
 @pytest.mark.parametrize("layout", ["few-expired", "scattered"])
 def test_refresh_token_cleanup_survives_tokens_deleted_meanwhile(workspace, db_url, engine, cli, layout, at):
