@@ -85,3 +85,4 @@ HANG = TaskSpec(name="test-hang", run=hang_first_time, args=HangArgs, timeout=ti
                 claim_margin=timedelta(seconds=1))
 NOOP = TaskSpec(name="test-noop", run=noop, args=NoArgs)
 TASKS = (RECORD, HANG, NOOP)
+MODULE = __name__  # for CRONWARDEN_TASK_MODULES

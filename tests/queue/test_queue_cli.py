@@ -8,17 +8,15 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import time_machine
 
-from tests.queue import support
+from tests.queue.tasks import MODULE
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def qcli(cli, monkeypatch):
-    monkeypatch.setattr("cli.app.build", support.build)
-
+def qcli(cli):
     def invoke(ws, *args: str):
-        return cli(ws, *args, env={"CRONWARDEN_TASK_MODULES": support.TASK_MODULES})
+        return cli(ws, *args, env={"CRONWARDEN_TASK_MODULES": MODULE})
 
     return invoke
 

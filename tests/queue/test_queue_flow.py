@@ -12,8 +12,7 @@ from sqlalchemy import select
 from jobs.queue import InvalidArguments, enqueue, queue_depth
 from jobs.queue import models as qm
 from jobs.queue.worker import work
-from tests.queue import support
-from tests.queue.tasks import NOOP, RECORD, TASKS, create_side_table, executions, executions_of
+from tests.queue.tasks import MODULE, NOOP, RECORD, TASKS, create_side_table, executions, executions_of
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 TEST_TASKS = {t.name: t for t in TASKS}
@@ -27,12 +26,10 @@ def queue_engine(engine):
 
 
 @pytest.fixture
-def qcli(cli, monkeypatch):
+def qcli(cli):
     """The CLI in-process with the queue commands and the test tasks."""
-    monkeypatch.setattr("cli.app.build", support.build)
-
     def invoke(ws, *args: str):
-        return cli(ws, *args, env={"CRONWARDEN_TASK_MODULES": support.TASK_MODULES})
+        return cli(ws, *args, env={"CRONWARDEN_TASK_MODULES": MODULE})
 
     return invoke
 

@@ -19,8 +19,7 @@ from jobs.queue import enqueue
 from jobs.queue import models as qm
 from jobs.queue.worker import work
 from jobs.tracking import history
-from tests.queue import support
-from tests.queue.tasks import HANG, RECORD, TASKS, create_side_table, executions, executions_of
+from tests.queue.tasks import HANG, MODULE, RECORD, TASKS, create_side_table, executions, executions_of
 
 pytestmark = pytest.mark.slow
 TEST_TASKS = {t.name: t for t in TASKS}
@@ -39,8 +38,8 @@ def queue_engine(engine):
 
 
 def start_worker(ws, *args: str) -> subprocess.Popen:
-    env = ws.env(CRONWARDEN_TASK_MODULES=support.TASK_MODULES)
-    return subprocess.Popen([sys.executable, "-m", "tests.queue.support", "work", *args], cwd=ws.path, env=env,
+    env = ws.env(CRONWARDEN_TASK_MODULES=MODULE)
+    return subprocess.Popen([sys.executable, "-m", "cli", "work", *args], cwd=ws.path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
