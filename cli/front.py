@@ -81,11 +81,9 @@ def quick(args: list[str]) -> int | None:
     if shadowing_problem() is not None:
         return None
     if _decidable(line):
-        from jobs.tick import HandOver
-
         try:
             reports = _decide(line)
-        except (HandOver, Exception):  # noqa: BLE001 - any doubt, any error: the run below decides and explains
+        except Exception:  # noqa: BLE001 - jobs.tick's HandOver (a doubt) or any error: the run below decides and explains
             reports = None
         if reports is not None:
             return _show(line, reports)
