@@ -8,6 +8,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 import pytest
@@ -46,6 +48,23 @@ def _entered(engine, proc: subprocess.Popen, timeout: float = 30) -> None:
         time.sleep(0.05)
 
 
+@contextmanager
+def _held(tmp_path, db_url: str, overlap: str | None) -> Iterator[tuple[Workspace, object, subprocess.Popen]]:
+    """(workspace, engine, holder): the holder's run has entered and holds the lock. On the way out a holder the
+    test left running is killed, and the engine disposed."""
+    ws = _workspace(tmp_path, db_url, overlap)
+    engine = create_engine(_sync(db_url))
+    holder = _holder(ws, "--json")
+    try:
+        _entered(engine, holder)
+        yield ws, engine, holder
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.communicate(timeout=30)
+        engine.dispose()
+
+
 def _ticks(ws: Workspace, n: int) -> list[dict]:
     """n scheduled ticks at once, each a process of its own, as cron or a CronJob starts them."""
     procs = [ws.popen("test-sleeper", "--json") for _ in range(n)]
@@ -79,11 +98,7 @@ def _finish(proc: subprocess.Popen) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["sqlite", "postgres", "mariadb"], indirect=True)
 def test_buffer_one_runs_exactly_one_owed_run_right_after_the_holder_however_many_ticks(tmp_path, db_url, cli):
-    ws = _workspace(tmp_path, db_url, "buffer_one")
-    engine = create_engine(_sync(db_url))
-    holder = _holder(ws, "--json")
-    try:
-        _entered(engine, holder)
+    with _held(tmp_path, db_url, "buffer_one") as (ws, engine, holder):
         ticks = _ticks(ws, TICKS)
         assert holder.poll() is None, "the holder ended before the ticks: nothing was tested"
         assert _owed_run_at(engine) is not None
@@ -94,69 +109,51 @@ def test_buffer_one_runs_exactly_one_owed_run_right_after_the_holder_however_man
                 "buffered: another process holds the lock; one run is owed and starts when it finishes"]
             assert "buffered: another process holds the lock" in tick["stderr"]
         report = _finish(holder)
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-    assert report["status"] == "succeeded" and report["counts"] == {"batches": 1}
-    owed = report["owed_run"]
-    assert (owed["status"], owed["trigger"], owed["counts"]) == ("succeeded", "scheduled", {"batches": 2})
-    runs = _runs(cli, ws)
-    assert [(r["status"], r["items"], r["pid"]) for r in runs] == [("succeeded", 1, holder.pid),
-                                                                   ("succeeded", 2, holder.pid)]
-    gap = (datetime.fromisoformat(runs[1]["started_at"]) - datetime.fromisoformat(runs[0]["finished_at"]))
-    assert 0 <= gap.total_seconds() < 1, "the owed run starts right after the holder's outcome"
-    assert _owed_run_at(engine) is None, "the owed run's start paid the debt"
-    after = cli(ws, "test-sleeper", "--json")
-    assert json.loads(after.stdout)["status"] == "not_due", "one owed run, not one per tick"
-    assert len(_runs(cli, ws)) == 2
-    engine.dispose()
+        assert report["status"] == "succeeded" and report["counts"] == {"batches": 1}
+        owed = report["owed_run"]
+        assert (owed["status"], owed["trigger"], owed["counts"]) == ("succeeded", "scheduled", {"batches": 2})
+        runs = _runs(cli, ws)
+        assert [(r["status"], r["items"], r["pid"]) for r in runs] == [("succeeded", 1, holder.pid),
+                                                                       ("succeeded", 2, holder.pid)]
+        gap = (datetime.fromisoformat(runs[1]["started_at"]) - datetime.fromisoformat(runs[0]["finished_at"]))
+        assert 0 <= gap.total_seconds() < 1, "the owed run starts right after the holder's outcome"
+        assert _owed_run_at(engine) is None, "the owed run's start paid the debt"
+        after = cli(ws, "test-sleeper", "--json")
+        assert json.loads(after.stdout)["status"] == "not_due", "one owed run, not one per tick"
+        assert len(_runs(cli, ws)) == 2
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["sqlite", "postgres", "mariadb"], indirect=True)
 def test_skip_runs_nothing_after_the_holder(tmp_path, db_url, cli):
-    ws = _workspace(tmp_path, db_url, None)
-    engine = create_engine(_sync(db_url))
-    holder = _holder(ws, "--json")
-    try:
-        _entered(engine, holder)
+    with _held(tmp_path, db_url, None) as (ws, engine, holder):
         ticks = _ticks(ws, TICKS)
         assert holder.poll() is None, "the holder ended before the ticks: nothing was tested"
         _release(ws)
         report = _finish(holder)
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-    assert [(t["status"], t["details"]) for t in ticks] == [("locked", [])] * TICKS
-    assert all("skipped: another process holds the lock" in t["stderr"] for t in ticks)
-    assert report["status"] == "succeeded" and "owed_run" not in report
-    assert [r["items"] for r in _runs(cli, ws)] == [1]
-    assert _owed_run_at(engine) is None
-    engine.dispose()
+        assert [(t["status"], t["details"]) for t in ticks] == [("locked", [])] * TICKS
+        assert all("skipped: another process holds the lock" in t["stderr"] for t in ticks)
+        assert report["status"] == "succeeded" and "owed_run" not in report
+        assert [r["items"] for r in _runs(cli, ws)] == [1]
+        assert _owed_run_at(engine) is None
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["sqlite", "postgres", "mariadb"], indirect=True)
 def test_a_run_owed_by_a_holder_killed_with_sigkill_is_run_by_the_next_tick(tmp_path, db_url, cli):
-    ws = _workspace(tmp_path, db_url, "buffer_one")
-    engine = create_engine(_sync(db_url))
-    holder = _holder(ws, "--json")
-    try:
-        _entered(engine, holder)
+    with _held(tmp_path, db_url, "buffer_one") as (ws, engine, holder):
         assert [t["status"] for t in _ticks(ws, 1)] == ["locked"]
         assert _owed_run_at(engine) is not None
-    finally:
         holder.send_signal(signal.SIGKILL)
         holder.communicate(timeout=30)
-    nxt = ws.run("test-sleeper", "--json")
-    assert nxt.returncode == 0, nxt.stderr
-    report = json.loads(nxt.stdout)
-    assert (report["status"], report["trigger"], report["counts"]) == ("succeeded", "scheduled", {"batches": 2})
-    assert "the run a busy tick owed (overlap = buffer_one)" in nxt.stderr
-    assert [r["status"] for r in _runs(cli, ws)] == ["abandoned", "succeeded"]
-    assert _owed_run_at(engine) is None
-    assert json.loads(cli(ws, "test-sleeper", "--json").stdout)["status"] == "not_due"
-    engine.dispose()
+        nxt = ws.run("test-sleeper", "--json")
+        assert nxt.returncode == 0, nxt.stderr
+        report = json.loads(nxt.stdout)
+        assert (report["status"], report["trigger"], report["counts"]) == ("succeeded", "scheduled", {"batches": 2})
+        assert "the run a busy tick owed (overlap = buffer_one)" in nxt.stderr
+        assert [r["status"] for r in _runs(cli, ws)] == ["abandoned", "succeeded"]
+        assert _owed_run_at(engine) is None
+        assert json.loads(cli(ws, "test-sleeper", "--json").stdout)["status"] == "not_due"
 
 
 @pytest.mark.slow
